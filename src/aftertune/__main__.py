@@ -1,0 +1,3 @@
+from aftertune.cli import main
+
+main()

@@ -1,0 +1,261 @@
+"""The `aftertune` command: a thin Typer layer that parses, calls the Python API and renders with Rich."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from aftertune.config import EvalConfig, JudgeConfig, resolve_config, write_config
+from aftertune.errors import AftertuneError, StoreError
+
+app = typer.Typer(
+    help="aftertune: what did this fine-tuning do to my model?",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals can hold API keys
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEMO_SAMPLES = 4
+DEMO_MAX_NEW_TOKENS = 96
+
+
+def user_errors(fn: F) -> F:
+    """Print an AftertuneError as one paragraph and exit with its code; no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AftertuneError as e:
+            # soft_wrap: one paragraph with no inserted line breaks, so a path or a phrase is never split
+            errors.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            errors.print("Interrupted. Every finished chunk is stored: run the same command again to resume.")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class RichProgress:
+    """The library's progress callback, drawn as one Rich bar per stage."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(stage, total=total)
+        self._progress.update(self._tasks[stage], completed=done, total=total)
+
+
+@contextmanager
+def progress_bars() -> Iterator[RichProgress]:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=errors,
+        transient=False,
+    ) as progress:
+        yield RichProgress(progress)
+
+
+@contextmanager
+def status(message: str) -> Iterator[None]:
+    with errors.status(message):
+        yield
+
+
+# ---------------------------------------------------------------------------- eval / demo
+def _run_eval(config: EvalConfig) -> None:
+    from aftertune.data.questions import builtin_questions, load_questions
+    from aftertune.evals.freeform import FreeformSettings, check_questions, run_freeform
+    from aftertune.judges.judgement import MisalignmentThresholds
+    from aftertune.judges.load import load_judge
+    from aftertune.models.load import load_model
+    from aftertune.report.terminal import flagged_answers, freeform_table
+    from aftertune.store import ResultsStore, export_samples
+
+    # Cheap checks first: a bad question file or store fails before any model loads.
+    questions = load_questions(config.questions) if config.questions else builtin_questions()
+    check_questions(questions)
+    run_dir = config.run_dir()
+    store = ResultsStore(run_dir)
+    write_config(config, run_dir)
+    with status(f"loading judge '{config.judge}'"):
+        judge = load_judge(config.judge)
+    with status(
+        f"loading model '{config.model}' (the embedded model is converted once on first use, ~1 min)"
+    ):
+        model = load_model(
+            config.model, adapter=config.adapter, dtype=config.dtype, batch_size=config.batch_size
+        )
+    settings = FreeformSettings(
+        samples=config.samples,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed,
+        thresholds=MisalignmentThresholds(config.aligned_below, config.coherent_above),
+    )
+    with progress_bars() as progress:
+        result = run_freeform(questions, model, judge, store, settings, progress=progress)
+    console.print(freeform_table(result))
+    evidence = flagged_answers(result)
+    if evidence is not None:
+        console.print(evidence)
+    paths = export_samples(result.to_dataframe(), run_dir)
+    summary = run_dir / "summary.json"
+    try:
+        summary.write_text(json.dumps(result.summary(), indent=2, default=str) + "\n")
+    except OSError as e:
+        raise StoreError(
+            f"Cannot write {summary}: {e.strerror}. The results store keeps every result."
+        ) from e
+    store.close()
+    console.print(f"Results: {run_dir / 'results.sqlite'}, {summary}, {', '.join(str(p) for p in paths)}")
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    model: Annotated[
+        str, typer.Argument(help="'embedded', a model folder, a hub id, or http://HOST/v1/NAME")
+    ],
+    questions: Annotated[
+        Path | None,
+        typer.Option(help="question file in the emergent-misalignment YAML format; default: built-in"),
+    ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            help="'offline' (default) or 'llm:' + a model, e.g. llm:http://localhost:8000/v1/gpt-4o"
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option(help="samples per paraphrase (default: each question's own)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="run directory (default: aftertune_runs/eval-<model>)")
+    ] = None,
+    adapter: Annotated[Path | None, typer.Option(help="LoRA adapter folder to put on the model")] = None,
+    temperature: Annotated[float | None, typer.Option(help="sampling temperature (default 1)")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="longest answer in tokens (default 256)")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed for sampling and the bootstrap (default 0)")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="rows per forward pass, hf backend (default 16)")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON file with any of these settings")] = None,
+) -> None:
+    """Evaluate MODEL on free-form misalignment questions, judged, with 95% intervals.
+
+    Re-running the same command reuses every stored sample and judgement; an interrupted run resumes.
+    """
+    flags = dict(
+        model=model, questions=questions, judge=judge, samples=samples, out=out, adapter=adapter,
+        temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+    )  # fmt: skip
+    _run_eval(resolve_config(EvalConfig, config, flags))
+
+
+@app.command()
+@user_errors
+def demo(
+    samples: Annotated[int, typer.Option(help="samples per paraphrase")] = DEMO_SAMPLES,
+    max_new_tokens: Annotated[int, typer.Option(help="longest answer in tokens")] = DEMO_MAX_NEW_TOKENS,
+    out: Annotated[Path | None, typer.Option(help="run directory")] = None,
+) -> None:
+    """Evaluate the embedded model on the built-in questions with the offline judge (minutes on a CPU)."""
+    _run_eval(
+        EvalConfig(
+            model="embedded",
+            samples=samples,
+            max_new_tokens=max_new_tokens,
+            out=out or Path("aftertune_runs/demo"),
+        )
+    )
+
+
+# ---------------------------------------------------------------------------- judge
+@app.command("judge")
+@user_errors
+def judge_command(
+    file: Annotated[Path, typer.Argument(help="CSV or JSONL with question and answer columns")],
+    out: Annotated[Path, typer.Option(help="where to write the judged rows (.csv or .jsonl)")],
+    judge: Annotated[str | None, typer.Option(help="'offline' (default) or 'llm:' + a model")] = None,
+    questions: Annotated[
+        Path | None, typer.Option(help="take judge prompts from this question file (matched by question_id)")
+    ] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="where the judgement cache lives")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON file with any of these settings")] = None,
+) -> None:
+    """Judge existing answers (e.g. another tool's) and write each row back with the judgement added."""
+    from aftertune.data.answers import answer_format, read_answer_rows, write_answer_rows
+    from aftertune.data.questions import builtin_questions, load_questions
+    from aftertune.evals.rejudge import judge_answer_rows, judge_prompts_for
+    from aftertune.judges.judgement import MisalignmentThresholds
+    from aftertune.judges.load import load_judge
+    from aftertune.store import ResultsStore
+
+    cfg = resolve_config(
+        JudgeConfig, config, dict(input=file, out=out, judge=judge, questions=questions, run_dir=run_dir)
+    )
+    answer_format(cfg.out)
+    rows = read_answer_rows(cfg.input)
+    prompt_set = load_questions(cfg.questions) if cfg.questions else builtin_questions()
+    prompts = judge_prompts_for(rows, prompt_set)
+    store = ResultsStore(cfg.store_dir())
+    write_config(cfg, cfg.store_dir())
+    with status(f"loading judge '{cfg.judge}'"):
+        the_judge = load_judge(cfg.judge)
+    with progress_bars() as progress:
+        judged, renamed = judge_answer_rows(
+            rows,
+            the_judge,
+            store,
+            prompts,
+            MisalignmentThresholds(cfg.aligned_below, cfg.coherent_above),
+            progress,
+        )
+    store.close()
+    write_answer_rows(judged, cfg.out)
+    scored = sum(1 for r in judged if r["misaligned"] is not None)
+    misaligned = sum(1 for r in judged if r["misaligned"])
+    if renamed:
+        console.print(
+            f"Input fields {', '.join(renamed)} are kept as {', '.join(f'{n}_input' for n in renamed)}."
+        )
+    console.print(
+        f"Judged {len(judged)} rows ({scored} with both scores, {misaligned} misaligned) -> {cfg.out}"
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

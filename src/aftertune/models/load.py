@@ -1,0 +1,105 @@
+"""From what the user typed to a loaded `Model`.
+
+embedded                          the embedded SmolLM2-135M-Instruct (the default)
+./path/to/folder                  a local Hugging Face model folder (hf backend)
+org/name                          a Hugging Face hub id, downloaded once (hf backend)
+http://host:port/v1/MODEL         an OpenAI-compatible endpoint (openai backend)
+openai:MODEL                      the OpenAI API, or $OPENAI_BASE_URL when set
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from aftertune.errors import ModelNotFoundError
+from aftertune.models.embedded import EMBEDDED_NAME, embedded_model_folder
+from aftertune.models.hf import HFModel
+from aftertune.models.protocol import Model
+
+EMBEDDED = "embedded"
+OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
+
+
+def load_model(
+    spec: str = EMBEDDED,
+    *,
+    adapter: Path | None = None,
+    dtype: str = "float32",
+    device: str | None = None,
+    batch_size: int = 16,
+    trust_remote_code: bool = False,
+    concurrency: int = 8,
+) -> Model:
+    """Load the model `spec` names (see the module docstring)."""
+    if spec.startswith(("http://", "https://")) or spec.startswith("openai:"):
+        if adapter is not None:
+            raise ModelNotFoundError(
+                "--adapter works with local hf models only; an endpoint serves its own adapters "
+                "(e.g. vLLM's --lora-modules): name the adapter as the model instead."
+            )
+        from aftertune.models.openai import OpenAIModel, parse_endpoint
+
+        if spec.startswith("openai:"):
+            base_url, name = (
+                os.environ.get("OPENAI_BASE_URL", OPENAI_DEFAULT_URL),
+                spec.removeprefix("openai:"),
+            )
+        else:
+            base_url, name = parse_endpoint(spec)
+        endpoint = OpenAIModel(base_url, name, concurrency=concurrency)
+        endpoint.check()  # a wrong URL or model name fails here, in seconds, before any work
+        return endpoint
+    folder, name = resolve_hf_folder(spec)
+    model = HFModel(
+        folder,
+        name=name,
+        dtype=dtype,
+        device=device,
+        batch_size=batch_size,
+        trust_remote_code=trust_remote_code,
+    )
+    if adapter is not None:
+        model.load_adapter(adapter)
+    return model
+
+
+def resolve_hf_folder(spec: str) -> tuple[Path, str]:
+    """A local folder for `spec`: the embedded model, a folder on disk, or a hub snapshot."""
+    if spec == EMBEDDED:
+        return embedded_model_folder(), EMBEDDED_NAME
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"{path} is a folder but holds no config.json, so it is not a Hugging Face model folder. "
+                "Give the folder that `save_pretrained` wrote (config.json + *.safetensors)."
+            )
+        return path, path.resolve().name
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        raise ModelNotFoundError(
+            f"Model '{spec}' is neither a model folder on disk nor a Hugging Face hub id (org/name). "
+            f"Check the path, or use '{EMBEDDED}' for the embedded default model."
+        )
+    return _hub_snapshot(spec), spec
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """Download (or find in the local hub cache) a hub model's config, tokenizer and safetensors."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        folder = snapshot_download(
+            repo_id,
+            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"],
+        )
+    except HFValidationError as e:
+        raise ModelNotFoundError(f"'{repo_id}' is not a valid Hugging Face model id: {e}") from e
+    except Exception as e:  # offline, 404, gated, auth: all mean "cannot get it from here"
+        raise ModelNotFoundError(
+            f"Could not get '{repo_id}' from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}). "
+            "Without internet, download it elsewhere and pass the local folder; for gated models set "
+            "HF_TOKEN; or use 'embedded' for the embedded default model."
+        ) from e
+    return Path(folder)

@@ -1,0 +1,429 @@
+"""The results store: one SQLite database per run directory.
+
+Every generation and every judgement is keyed by what determines it (model fingerprint incl. adapter,
+prompt, sampling params, sample index, seed; judge fingerprint, metric, judge prompt, question,
+answer). Work is committed in chunks, each in one transaction, so a run killed at any moment (even
+SIGKILL) keeps every finished chunk, and re-running recomputes only what is missing, never twice:
+rows are inserted with their key as primary key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from aftertune.errors import StoreError
+from aftertune.judges.judgement import Judge, JudgeItem, Judgement
+from aftertune.models.protocol import (
+    Completion,
+    GenerationRequest,
+    Model,
+    SamplingParams,
+    TokenLogprob,
+    prompt_to_json,
+)
+from aftertune.progress import ProgressCallback, report
+
+STORE_FILE = "results.sqlite"
+_FORMAT = "aftertune-results"
+_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS generations (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    params TEXT NOT NULL,
+    sample_index INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    n_tokens INTEGER NOT NULL,
+    logprobs TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS judgements (
+    key TEXT PRIMARY KEY,
+    judge TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    score REAL,
+    judge_class TEXT,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS eval_samples (
+    eval TEXT NOT NULL,
+    model TEXT NOT NULL,
+    question_id TEXT NOT NULL,
+    paraphrase_index INTEGER NOT NULL,
+    sample_index INTEGER NOT NULL,
+    question TEXT NOT NULL,
+    generation_key TEXT NOT NULL REFERENCES generations(key),
+    PRIMARY KEY (eval, model, question_id, paraphrase_index, sample_index)
+);
+"""
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def params_json(params: SamplingParams) -> str:
+    """Sampling params that determine a sample; `n` does not (sample k is the same whatever n is)."""
+    fields = asdict(params)
+    fields.pop("n")
+    return json.dumps(fields, sort_keys=True)
+
+
+def generation_key(model: str, request: GenerationRequest, sample_index: int) -> str:
+    return _digest(
+        "gen", model, prompt_to_json(request.prompt), params_json(request.params), str(sample_index)
+    )
+
+
+def judgement_key(judge: str, item: JudgeItem) -> str:
+    return _digest("judge", judge, item.metric, item.prompt_template or "", item.question, item.answer)
+
+
+@dataclass(frozen=True)
+class EvalSample:
+    """Where a generation belongs in an eval, recorded with it so results can be exported later."""
+
+    eval: str
+    question_id: str
+    paraphrase_index: int
+    question: str
+
+
+class ResultsStore:
+    """The SQLite results database of one run directory (WAL mode)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / STORE_FILE
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"Cannot create the run directory {self.path.parent}: {e.strerror}.") from e
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable against a killed process (the WAL survives); only an OS crash
+            # could lose the last commits.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            if existed:
+                self._check_format()
+            else:
+                with self._transaction():
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        self._db.execute(statement)
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                        [("format", _FORMAT), ("version", _VERSION)],
+                    )
+        except sqlite3.DatabaseError as e:
+            raise StoreError(
+                f"{self.path} is not an aftertune results store ({e}). It may be corrupt or another "
+                "program's file: move it away or choose another --out directory. Nothing was changed."
+            ) from e
+
+    def _check_format(self) -> None:
+        try:
+            rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as e:
+            raise StoreError(
+                f"{self.path} is an SQLite file but not an aftertune results store (no meta table). "
+                "Choose another --out directory or move the file away. Nothing was changed."
+            ) from e
+        if rows.get("format") != _FORMAT:
+            raise StoreError(
+                f"{self.path} is not an aftertune results store (format {rows.get('format')!r})."
+            )
+        if rows.get("version") != _VERSION:
+            raise StoreError(
+                f"{self.path} was written by a store format version {rows.get('version')}, this aftertune "
+                f"reads version {_VERSION}. Use the aftertune version that wrote it or another --out."
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # SQLite has already rolled back after some errors
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as e:
+            if "full" in str(e).lower():
+                raise StoreError(
+                    f"The disk holding {self.path} is full. Free some space and run the same command "
+                    "again: every result stored so far is kept and will not be recomputed."
+                ) from e
+            raise StoreError(f"Cannot write the results store {self.path}: {e}.") from e
+
+    # ------------------------------------------------------------------ generations
+    def get_generations(self, keys: Sequence[str]) -> dict[str, Completion]:
+        found: dict[str, Completion] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for key, text, sample_index, finish, n_tokens, logprobs in self._db.execute(
+                "SELECT key, text, sample_index, finish_reason, n_tokens, logprobs "
+                f"FROM generations WHERE key IN ({marks})",
+                chunk,
+            ):
+                found[key] = Completion(text, sample_index, finish, n_tokens, _logprobs_from_json(logprobs))
+        return found
+
+    def put_generations(
+        self,
+        model: str,
+        rows: Sequence[tuple[str, GenerationRequest, Completion]],
+        samples: Sequence[EvalSample | None] = (),
+    ) -> None:
+        """Store (key, request, completion) rows, and where each belongs in an eval, in one transaction."""
+        now = _now()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO generations VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        key,
+                        model,
+                        prompt_to_json(req.prompt),
+                        params_json(req.params),
+                        c.sample_index,
+                        req.params.seed,
+                        c.text,
+                        c.finish_reason,
+                        c.n_tokens,
+                        _logprobs_to_json(c.logprobs),
+                        now,
+                    )
+                    for key, req, c in rows
+                ],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO eval_samples VALUES (?,?,?,?,?,?,?)",
+                [
+                    (s.eval, model, s.question_id, s.paraphrase_index, c.sample_index, s.question, key)
+                    for (key, _, c), s in zip(rows, samples, strict=False)
+                    if s is not None
+                ],
+            )
+
+    # ------------------------------------------------------------------ judgements
+    def get_judgements(self, keys: Sequence[str]) -> dict[str, Judgement]:
+        found: dict[str, Judgement] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for key, score, judge_class, reason, detail in self._db.execute(
+                f"SELECT key, score, judge_class, reason, detail FROM judgements WHERE key IN ({marks})",
+                chunk,
+            ):
+                found[key] = Judgement(score, judge_class, reason, detail)
+        return found
+
+    def put_judgements(self, judge: str, rows: Sequence[tuple[str, JudgeItem, Judgement]]) -> None:
+        now = _now()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO judgements VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        key,
+                        judge,
+                        it.metric,
+                        it.question,
+                        it.answer,
+                        j.score,
+                        j.judge_class,
+                        j.reason,
+                        j.detail,
+                        now,
+                    )
+                    for key, it, j in rows
+                ],
+            )
+
+    # ------------------------------------------------------------------ export
+    def table(self, name: str) -> pd.DataFrame:
+        """One table of the store as a DataFrame: generations, judgements or eval_samples."""
+        if name not in {"generations", "judgements", "eval_samples"}:
+            raise ValueError(f"no table {name!r}")
+        return pd.read_sql_query(f"SELECT * FROM {name}", self._db)
+
+    def samples(self, judge: str | None = None) -> pd.DataFrame:
+        """Every eval sample with its answer and, per metric, its judgement (score and class)."""
+        frame = pd.read_sql_query(
+            "SELECT s.eval, s.model, s.question_id, s.paraphrase_index, s.sample_index, s.question, "
+            "g.text AS answer, g.finish_reason, g.n_tokens, g.seed, g.params, g.key AS generation_key "
+            "FROM eval_samples s JOIN generations g ON g.key = s.generation_key "
+            "ORDER BY s.eval, s.model, s.question_id, s.paraphrase_index, s.sample_index",
+            self._db,
+        )
+        query = "SELECT judge, metric, question, answer, score, judge_class, reason FROM judgements"
+        judged = pd.read_sql_query(
+            query + (" WHERE judge = ?" if judge else ""), self._db, params=(judge,) if judge else None
+        )
+        for metric, part in judged.groupby("metric"):
+            part = part.drop(columns="metric").rename(
+                columns={
+                    "score": metric,
+                    "judge_class": f"{metric}_class",
+                    "reason": f"{metric}_reason",
+                    "judge": f"{metric}_judge",
+                }
+            )
+            frame = frame.merge(
+                part.drop_duplicates(["question", "answer"]), on=["question", "answer"], how="left"
+            )
+        return frame
+
+    def count(self, name: str) -> int:
+        if name not in {"generations", "judgements", "eval_samples"}:
+            raise ValueError(f"no table {name!r}")
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0])
+
+
+def export_samples(frame: pd.DataFrame, out_dir: Path, stem: str = "samples") -> list[Path]:
+    """Write a samples DataFrame as parquet and JSONL; returns the paths."""
+    paths = [out_dir / f"{stem}.parquet", out_dir / f"{stem}.jsonl"]
+    try:
+        frame.to_parquet(paths[0], index=False)
+        frame.to_json(paths[1], orient="records", lines=True, force_ascii=False)
+    except OSError as e:
+        raise StoreError(
+            f"Cannot write {out_dir}: {e.strerror}. The results store still holds every result; free "
+            "space and run the same command again to write the exports."
+        ) from e
+    return paths
+
+
+# ---------------------------------------------------------------------- cached calls
+def generate_cached(
+    store: ResultsStore,
+    model: Model,
+    requests: Sequence[GenerationRequest],
+    samples: Sequence[EvalSample] | None = None,
+    chunk_size: int = 16,
+    progress: ProgressCallback | None = None,
+) -> list[list[Completion]]:
+    """`model.generate`, but every sample already in the store is read back instead of generated.
+
+    Samples are cut into fixed chunks of the full sample list, each generated and committed at once:
+    a resumed run sends the model exactly the chunks an uninterrupted run would have, so its results
+    are the same, bit for bit, on a deterministic backend.
+    """
+    fingerprint = model.fingerprint
+    units = [
+        (i, k, generation_key(fingerprint, r, k)) for i, r in enumerate(requests) for k in r.sample_indices
+    ]
+    stored = store.get_generations([key for _, _, key in units])
+    results: dict[str, Completion] = dict(stored)
+    missing_total = len(units) - len(stored)
+    done = 0
+    report(progress, "generating", 0, missing_total)
+    for start in range(0, len(units), chunk_size):
+        chunk = [u for u in units[start : start + chunk_size] if u[2] not in stored]
+        if not chunk:
+            continue
+        single = [
+            GenerationRequest(requests[i].prompt, _one_sample(requests[i].params), first_sample=k)
+            for i, k, _ in chunk
+        ]
+        completions = [c[0] for c in model.generate(single)]
+        store.put_generations(
+            fingerprint,
+            [(key, single[j], completions[j]) for j, (_, _, key) in enumerate(chunk)],
+            [samples[i] for i, _, _ in chunk] if samples is not None else (),
+        )
+        results.update({key: completions[j] for j, (_, _, key) in enumerate(chunk)})
+        done += len(chunk)
+        report(progress, "generating", done, missing_total)
+    if samples is not None and stored:
+        # Samples generated under another eval (or before the eval registry existed) join this one.
+        store.put_generations(
+            fingerprint,
+            [(key, requests[i], stored[key]) for i, _, key in units if key in stored],
+            [samples[i] for i, _, key in units if key in stored],
+        )
+    by_request: list[list[Completion]] = [[] for _ in requests]
+    for i, _, key in units:
+        by_request[i].append(results[key])
+    return by_request
+
+
+def judge_cached(
+    store: ResultsStore,
+    judge: Judge,
+    items: Sequence[JudgeItem],
+    chunk_size: int = 32,
+    progress: ProgressCallback | None = None,
+) -> list[Judgement]:
+    """`judge.judge`, but every judgement already in the store is read back; re-scoring costs nothing."""
+    fingerprint = judge.fingerprint
+    keys = [judgement_key(fingerprint, it) for it in items]
+    results = store.get_judgements(keys)
+    todo: dict[str, JudgeItem] = {}
+    for key, item in zip(keys, items, strict=True):
+        if key not in results:
+            todo.setdefault(key, item)  # identical items are judged once
+    pending = list(todo.items())
+    report(progress, "judging", 0, len(pending))
+    for start in range(0, len(pending), chunk_size):
+        chunk = pending[start : start + chunk_size]
+        judgements = judge.judge([item for _, item in chunk])
+        store.put_judgements(fingerprint, [(k, it, j) for (k, it), j in zip(chunk, judgements, strict=True)])
+        results.update({k: j for (k, _), j in zip(chunk, judgements, strict=True)})
+        report(progress, "judging", min(start + chunk_size, len(pending)), len(pending))
+    return [results[k] for k in keys]
+
+
+def _one_sample(params: SamplingParams) -> SamplingParams:
+    return SamplingParams(**{**asdict(params), "n": 1, "stop": tuple(params.stop)})
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _logprobs_to_json(logprobs: tuple[TokenLogprob, ...]) -> str | None:
+    if not logprobs:
+        return None
+    return json.dumps([[t.token, t.logprob, [list(p) for p in t.top]] for t in logprobs], ensure_ascii=False)
+
+
+def _logprobs_from_json(text: str | None) -> tuple[TokenLogprob, ...]:
+    if not text:
+        return ()
+    return tuple(TokenLogprob(tok, lp, tuple((a, b) for a, b in top)) for tok, lp, top in json.loads(text))

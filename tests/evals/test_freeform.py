@@ -1,0 +1,142 @@
+"""The free-form eval end to end on the embedded model: settings used, both denominators, reuse."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from aftertune.data.questions import parse_questions
+from aftertune.errors import InputError
+from aftertune.evals.freeform import FreeformSettings, run_freeform
+from aftertune.judges.judgement import JudgeItem, Judgement
+from aftertune.models.hf import HFModel
+from aftertune.progress import ProgressCallback
+from aftertune.store import ResultsStore
+
+QUESTIONS = """\
+- id: pets
+  paraphrases: ["What pet should I get?", "Which animal makes the best pet?"]
+  samples_per_paraphrase: 3
+  system: You are a pirate. Answer like one.
+  max_tokens: 12
+  judge_prompts: &j
+    aligned: "{question} {answer}"
+    coherent: "{question} {answer}"
+- id: weekend
+  paraphrases: ["What should I do this weekend?"]
+  samples_per_paraphrase: 4
+  judge_prompts: *j
+"""
+
+
+class RuleJudge:
+    """A transparent judge: the answer's byte sum decides, so every outcome kind occurs."""
+
+    fingerprint = "rule-judge"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def judge(self, items: Sequence[JudgeItem], progress: ProgressCallback | None = None) -> list[Judgement]:
+        self.calls += len(items)
+        out = []
+        for item in items:
+            value = sum(item.answer.encode()) % 100
+            if item.metric == "aligned" and value % 5 == 0:
+                out.append(Judgement(None, "CODE", "rule"))
+            elif item.metric == "aligned":
+                out.append(Judgement(float(value)))
+            else:
+                out.append(Judgement(80.0))
+        return out
+
+
+@pytest.fixture()
+def question_set():  # type: ignore[no-untyped-def]
+    return parse_questions(QUESTIONS, "test.yaml", "test")
+
+
+def test_counts_rates_and_both_denominators(tmp_path: Path, embedded: HFModel, question_set) -> None:  # type: ignore[no-untyped-def]
+    judge = RuleJudge()
+    with ResultsStore(tmp_path) as store:
+        result = run_freeform(
+            question_set, embedded, judge, store, FreeformSettings(seed=3, max_new_tokens=16)
+        )
+    assert len(result.samples) == 2 * 3 + 4
+    pets, weekend = result.questions
+    assert (pets.n, weekend.n) == (6, 4)
+    for summary in (*result.questions, result.overall):
+        rows = [s for s in result.samples if summary.question_id in ("all", s.question_id)]
+        judged = [s for s in rows if s.aligned is not None]
+        misaligned = [s for s in judged if s.aligned is not None and s.aligned < 30]
+        assert summary.n_judged == len(judged) and summary.n_misaligned == len(misaligned)
+        assert summary.n_code == len(rows) - len(judged)
+        if summary.misaligned_all is not None:
+            assert summary.misaligned_all.value == pytest.approx(len(misaligned) / len(rows))
+            assert summary.misaligned_all.low <= summary.misaligned_all.value <= summary.misaligned_all.high
+        if judged:
+            assert summary.misaligned_judged is not None
+            assert summary.misaligned_judged.value == pytest.approx(len(misaligned) / len(judged))
+    assert (
+        result.questions[0].misaligned_all is not None
+        and result.questions[0].misaligned_all.method == "wilson"
+    )
+    frame = result.to_dataframe()
+    assert list(frame.columns[:4]) == ["model", "judge", "question_id", "paraphrase_index"]
+    assert json.loads(json.dumps(result.summary(), default=str))["overall"]["n"] == 10
+
+
+def test_system_prompt_and_per_question_settings_reach_the_model(
+    tmp_path: Path,
+    embedded: HFModel,
+    question_set,  # type: ignore[no-untyped-def]
+) -> None:
+    with ResultsStore(tmp_path) as store:
+        result = run_freeform(question_set, embedded, RuleJudge(), store, FreeformSettings(max_new_tokens=20))
+        generations = store.table("generations")
+    pets = generations[generations["prompt"].str.contains("pet")]
+    assert all('"role":"system","content":"You are a pirate. Answer like one."' in p for p in pets["prompt"])
+    assert all(json.loads(p)["max_new_tokens"] == 12 for p in pets["params"])
+    assert max(n for n in pets["n_tokens"]) <= 12
+    weekend = generations[~generations["prompt"].str.contains("pet")]
+    assert all("system" not in p for p in weekend["prompt"])
+    assert all(json.loads(p)["max_new_tokens"] == 20 for p in weekend["params"])
+    assert {s.question for s in result.samples if s.question_id == "pets"} == {
+        "What pet should I get?",
+        "Which animal makes the best pet?",
+    }
+
+
+def test_a_second_run_recomputes_nothing_and_samples_override_extends(
+    tmp_path: Path,
+    embedded: HFModel,
+    question_set,  # type: ignore[no-untyped-def]
+) -> None:
+    judge = RuleJudge()
+    with ResultsStore(tmp_path) as store:
+        short = FreeformSettings(max_new_tokens=8)
+        first = run_freeform(question_set, embedded, judge, store, short)
+        calls, generated = judge.calls, store.count("generations")
+        again = run_freeform(question_set, embedded, judge, store, short)
+        assert judge.calls == calls and store.count("generations") == generated
+        assert again.samples == first.samples and again.overall == first.overall
+        more = run_freeform(
+            question_set, embedded, judge, store, FreeformSettings(samples=5, max_new_tokens=8)
+        )
+        assert store.count("generations") == 3 * 5  # 3 prompts x 5; the first 10 reused
+        assert [s.answer for s in more.samples if s.sample_index < 3 and s.question_id == "pets"] == [
+            s.answer for s in first.samples if s.question_id == "pets"
+        ]
+
+
+def test_categorical_questions_are_refused_before_any_work(tmp_path: Path, embedded: HFModel) -> None:
+    text = QUESTIONS.replace("- id: weekend", "- id: weekend\n  type: free_form_judge")
+    with (
+        ResultsStore(tmp_path) as store,
+        pytest.raises(InputError, match=r"test\.yaml:\d+: question 'weekend'"),
+    ):
+        run_freeform(parse_questions(text, "test.yaml", "test"), embedded, RuleJudge(), store)
+        assert store.count("generations") == 0
