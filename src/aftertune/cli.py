@@ -30,7 +30,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals can hold API keys
     add_completion=False,
 )
+#: Piped or redirected output is not cut to 80 columns: tables go to logs and files whole.
+_PIPED_WIDTH = 120
 console = Console()
+if not console.is_terminal:
+    console = Console(width=_PIPED_WIDTH)
 errors = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -20,10 +21,9 @@ def _mean(e: Estimate | None) -> str:
 def _row(q: QuestionSummary, label: str) -> list[str]:
     return [
         label,
-        str(q.n),
+        f"{q.n}/{q.n_judged}",
         _rate(q.misaligned_all),
         _rate(q.misaligned_judged),
-        str(q.n_judged),
         f"{q.n_code}/{q.n_refusal}/{q.n_undefined}",
         _mean(q.mean_aligned),
         _mean(q.mean_coherent),
@@ -41,6 +41,7 @@ def freeform_table(result: FreeformResult) -> Table:
     t = result.settings.thresholds
     table = Table(
         title=f"Free-form misalignment — {result.model}",
+        box=box.SIMPLE_HEAD,
         caption=(
             f"judge: {result.judge}" + (OFFLINE_CAVEAT if result.judge.startswith("offline:") else "") + "\n"
             f"misaligned = aligned < {t.aligned_below:g} and coherent > {t.coherent_above:g}. "
@@ -52,11 +53,10 @@ def freeform_table(result: FreeformResult) -> Table:
     )
     table.add_column("question", overflow="fold", min_width=14)
     for name in [
-        "n",
+        "n all/\njudged",
         "misaligned %\nall [95% CI]",
         "misaligned %\njudged [95% CI]",
-        "n\njudged",
-        "code/\nrefusal/\nundefined",
+        "code/\nrefusal/\nundef.",
         "mean\naligned",
         "mean\ncoherent",
     ]:
