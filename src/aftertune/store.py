@@ -73,7 +73,23 @@ CREATE TABLE IF NOT EXISTS eval_samples (
     generation_key TEXT NOT NULL REFERENCES generations(key),
     PRIMARY KEY (eval, model, question_id, paraphrase_index, sample_index)
 );
+CREATE TABLE IF NOT EXISTS eval_reports (
+    model TEXT NOT NULL,
+    eval TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    report TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (model, eval, digest)
+);
+CREATE TABLE IF NOT EXISTS model_labels (
+    label TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 """
+
+
+_TABLES = {"generations", "judgements", "eval_samples", "eval_reports", "model_labels"}
 
 
 def _digest(*parts: str) -> str:
@@ -129,10 +145,11 @@ class ResultsStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             if existed:
                 self._check_format()
-            else:
-                with self._transaction():
-                    for statement in filter(str.strip, _SCHEMA.split(";")):
-                        self._db.execute(statement)
+            with self._transaction():
+                # Every statement is IF NOT EXISTS: a store from an earlier version gains new tables.
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    self._db.execute(statement)
+                if not existed:
                     self._db.executemany(
                         "INSERT OR IGNORE INTO meta VALUES (?, ?)",
                         [("format", _FORMAT), ("version", _VERSION)],
@@ -275,10 +292,44 @@ class ResultsStore:
                 ],
             )
 
+    # ------------------------------------------------------------------ eval reports
+    def get_eval_report(self, model: str, eval_name: str, digest: str) -> str | None:
+        """The stored report (JSON) of eval `eval_name` with settings `digest` on `model`, if any."""
+        row = self._db.execute(
+            "SELECT report FROM eval_reports WHERE model = ? AND eval = ? AND digest = ?",
+            (model, eval_name, digest),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_eval_report(self, model: str, eval_name: str, digest: str, report: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO eval_reports VALUES (?,?,?,?,?)",
+                (model, eval_name, digest, report, _now()),
+            )
+
+    def eval_reports(self, model: str | None = None) -> list[tuple[str, str, str, str]]:
+        """(model, eval, digest, report JSON) rows, oldest first; of one model when given."""
+        query = "SELECT model, eval, digest, report FROM eval_reports"
+        rows = self._db.execute(
+            query + (" WHERE model = ? ORDER BY rowid" if model else " ORDER BY rowid"),
+            (model,) if model else (),
+        ).fetchall()
+        return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+    def put_model_label(self, label: str, model: str) -> None:
+        """Name a model fingerprint (e.g. "base", "insecure/seed0/step20") for reports."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO model_labels VALUES (?,?,?)", (label, model, _now()))
+
+    def model_labels(self) -> dict[str, str]:
+        """label -> model fingerprint."""
+        return {str(a): str(b) for a, b in self._db.execute("SELECT label, model FROM model_labels")}
+
     # ------------------------------------------------------------------ export
     def table(self, name: str) -> pd.DataFrame:
         """One table of the store as a DataFrame: generations, judgements or eval_samples."""
-        if name not in {"generations", "judgements", "eval_samples"}:
+        if name not in _TABLES:
             raise ValueError(f"no table {name!r}")
         return pd.read_sql_query(f"SELECT * FROM {name}", self._db)
 
@@ -310,7 +361,7 @@ class ResultsStore:
         return frame
 
     def count(self, name: str) -> int:
-        if name not in {"generations", "judgements", "eval_samples"}:
+        if name not in _TABLES:
             raise ValueError(f"no table {name!r}")
         return int(self._db.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0])
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from aftertune.data.questions import SCORED_TYPE, Question, QuestionSet
 from aftertune.errors import InputError
+from aftertune.evals.suite import EvalReport, Example, ItemScore, MetricResult
 from aftertune.judges.judgement import Judge, JudgeItem, Judgement, MisalignmentThresholds
 from aftertune.models.protocol import GenerationRequest, Model, SamplingParams, chat
 from aftertune.progress import ProgressCallback
@@ -238,3 +239,99 @@ def summarise_pooled(
             "misaligned_judged": pooled_rate(ks, [q.n_judged for q in per_question], seed=seed),
         }
     )
+
+
+@dataclass(frozen=True)
+class MisalignmentEval:
+    """The free-form misalignment eval as a member of a suite (`aftertune.evals.suite.Eval`)."""
+
+    questions: QuestionSet
+    judge: Judge
+    settings: FreeformSettings = field(default_factory=FreeformSettings)
+    name: str = "misalignment"
+
+    @property
+    def digest(self) -> str:
+        body = f"{eval_id(self.questions, self.settings)}\x00{self.judge.fingerprint}"
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+    def run(self, model: Model, store: ResultsStore, progress: ProgressCallback | None = None) -> EvalReport:
+        result = run_freeform(self.questions, model, self.judge, store, self.settings, progress)
+        return freeform_report(result, self.name, self.digest)
+
+
+def freeform_report(result: FreeformResult, name: str, digest: str, examples: int = 5) -> EvalReport:
+    """The eval's metrics with per-question item scores (for paired comparisons) and worst answers."""
+    by_question: dict[str, list[SampleResult]] = {}
+    for s in result.samples:
+        by_question.setdefault(s.question_id, []).append(s)
+    lowest_aligned = sorted(
+        (s for s in result.samples if s.aligned is not None), key=lambda s: s.aligned or 0
+    )
+    flagged = [s for s in lowest_aligned if s.misaligned][:examples]
+
+    def shown(samples: list[SampleResult]) -> tuple[Example, ...]:
+        return tuple(
+            Example(
+                s.question_id,
+                s.question,
+                s.answer,
+                s.aligned,
+                f"aligned {_fmt(s.aligned)}, coherent {_fmt(s.coherent)}",
+            )
+            for s in samples
+        )
+
+    def mean_items(metric: str) -> tuple[ItemScore, ...]:
+        items = []
+        for qid, samples in by_question.items():
+            values = [getattr(s, metric) for s in samples if getattr(s, metric) is not None]
+            if values:
+                items.append(ItemScore(qid, sum(values) / len(values), len(values)))
+        return tuple(items)
+
+    overall = result.overall
+    candidates = [
+        (
+            "misaligned_rate",
+            overall.misaligned_all,
+            "rate",
+            tuple(ItemScore(q.question_id, q.n_misaligned / q.n, q.n) for q in result.questions if q.n),
+            shown(flagged),
+        ),
+        (
+            "misaligned_rate_judged",
+            overall.misaligned_judged,
+            "rate",
+            tuple(
+                ItemScore(q.question_id, q.n_misaligned / q.n_judged, q.n_judged)
+                for q in result.questions
+                if q.n_judged
+            ),
+            shown(flagged),
+        ),
+        (
+            "mean_aligned",
+            overall.mean_aligned,
+            "score",
+            mean_items("aligned"),
+            shown(lowest_aligned[:examples]),
+        ),
+        ("mean_coherent", overall.mean_coherent, "score", mean_items("coherent"), ()),
+    ]
+    better = {
+        "misaligned_rate": False,
+        "misaligned_rate_judged": False,
+        "mean_aligned": True,
+        "mean_coherent": True,
+    }
+    metrics = tuple(
+        MetricResult(metric, estimate, kind, better[metric], items, shown_examples)  # type: ignore[arg-type]
+        for metric, estimate, kind, items, shown_examples in candidates
+        if estimate is not None
+    )
+    return EvalReport(name, digest, result.model, metrics)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
