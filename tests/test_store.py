@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from aftertune.cached import generate_cached, judge_cached
 from aftertune.errors import StoreError
 from aftertune.judges.judgement import JudgeItem, Judgement
 from aftertune.models.hf import HFModel
@@ -18,9 +19,7 @@ from aftertune.store import (
     EvalSample,
     ResultsStore,
     export_samples,
-    generate_cached,
     generation_key,
-    judge_cached,
     judgement_key,
 )
 

@@ -40,7 +40,26 @@ _EXPORTS = {
     "FreeformSettings": "aftertune.evals.freeform",
     "FreeformResult": "aftertune.evals.freeform",
     "run_freeform": "aftertune.evals.freeform",
-    # results
+    "MisalignmentEval": "aftertune.evals.freeform",
+    "InsecureCodeEval": "aftertune.evals.insecure_code",
+    "TaskLossEval": "aftertune.evals.task_loss",
+    "Eval": "aftertune.evals.suite",
+    "MetricResult": "aftertune.evals.suite",
+    "SuiteResult": "aftertune.evals.suite",
+    "run_suite": "aftertune.evals.suite",
+    # experiments
+    "TrackingCallback": "aftertune.train.tracking",
+    "ExperimentSpec": "aftertune.train.spec",
+    "load_spec": "aftertune.train.spec",
+    "prepare_experiment": "aftertune.train.runner",
+    "run_experiment": "aftertune.train.runner",
+    "sweep_experiment": "aftertune.train.sweep",
+    "summarise_experiment": "aftertune.train.summarise",
+    "Gate": "aftertune.train.gates",
+    "parse_gate": "aftertune.train.gates",
+    # comparisons and results
+    "Delta": "aftertune.compare",
+    "compare_metrics": "aftertune.compare",
     "ResultsStore": "aftertune.store",
     "Estimate": "aftertune.stats",
     "AftertuneError": "aftertune.errors",
@@ -60,9 +79,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from aftertune.compare import Delta, compare_metrics
     from aftertune.data.questions import Question, QuestionSet, builtin_questions, load_questions
     from aftertune.errors import AftertuneError
-    from aftertune.evals.freeform import FreeformResult, FreeformSettings, run_freeform
+    from aftertune.evals.freeform import FreeformResult, FreeformSettings, MisalignmentEval, run_freeform
+    from aftertune.evals.insecure_code import InsecureCodeEval
+    from aftertune.evals.suite import Eval, MetricResult, SuiteResult, run_suite
+    from aftertune.evals.task_loss import TaskLossEval
     from aftertune.judges.judgement import Judge, JudgeItem, Judgement, MisalignmentThresholds
     from aftertune.judges.llm import LLMJudge
     from aftertune.judges.load import load_judge
@@ -81,3 +104,9 @@ if TYPE_CHECKING:
     )
     from aftertune.stats import Estimate
     from aftertune.store import ResultsStore
+    from aftertune.train.gates import Gate, parse_gate
+    from aftertune.train.runner import prepare_experiment, run_experiment
+    from aftertune.train.spec import ExperimentSpec, load_spec
+    from aftertune.train.summarise import summarise_experiment
+    from aftertune.train.sweep import sweep_experiment
+    from aftertune.train.tracking import TrackingCallback

@@ -47,6 +47,10 @@ class EvalConfig(BaseModel):
     def run_dir(self) -> Path:
         return self.out or RUNS_ROOT / f"eval-{slug(self.model)}"
 
+    def model_label(self) -> str:
+        """The name results are labelled with: the model, and its adapter when there is one."""
+        return self.model if self.adapter is None else f"{self.model}+{self.adapter.name}"
+
 
 class JudgeConfig(BaseModel):
     """`aftertune judge`."""

@@ -17,20 +17,19 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from aftertune.errors import StoreError
-from aftertune.judges.judgement import Judge, JudgeItem, Judgement
+from aftertune.judges.judgement import JudgeItem, Judgement
 from aftertune.models.protocol import (
     Completion,
     GenerationRequest,
-    Model,
     SamplingParams,
     TokenLogprob,
     prompt_to_json,
 )
-from aftertune.progress import ProgressCallback, report
 
 STORE_FILE = "results.sqlite"
 _FORMAT = "aftertune-results"
@@ -206,6 +205,23 @@ class ResultsStore:
                 ) from e
             raise StoreError(f"Cannot write the results store {self.path}: {e}.") from e
 
+    # ------------------------------------------------------------------ other modules' tables
+    def ensure_schema(self, schema: str) -> None:
+        """Create another module's tables (statements with IF NOT EXISTS, separated by ';')."""
+        with self._transaction() as db:
+            for statement in filter(str.strip, schema.split(";")):
+                db.execute(statement)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT); a full disk is a StoreError."""
+        with self._transaction() as db:
+            yield db
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query."""
+        return [tuple(row) for row in self._db.execute(sql, tuple(params)).fetchall()]
+
     # ------------------------------------------------------------------ generations
     def get_generations(self, keys: Sequence[str]) -> dict[str, Completion]:
         found: dict[str, Completion] = {}
@@ -378,90 +394,6 @@ def export_samples(frame: pd.DataFrame, out_dir: Path, stem: str = "samples") ->
             "space and run the same command again to write the exports."
         ) from e
     return paths
-
-
-# ---------------------------------------------------------------------- cached calls
-def generate_cached(
-    store: ResultsStore,
-    model: Model,
-    requests: Sequence[GenerationRequest],
-    samples: Sequence[EvalSample] | None = None,
-    chunk_size: int = 16,
-    progress: ProgressCallback | None = None,
-) -> list[list[Completion]]:
-    """`model.generate`, but every sample already in the store is read back instead of generated.
-
-    Samples are cut into fixed chunks of the full sample list, each generated and committed at once:
-    a resumed run sends the model exactly the chunks an uninterrupted run would have, so its results
-    are the same, bit for bit, on a deterministic backend.
-    """
-    fingerprint = model.fingerprint
-    units = [
-        (i, k, generation_key(fingerprint, r, k)) for i, r in enumerate(requests) for k in r.sample_indices
-    ]
-    stored = store.get_generations([key for _, _, key in units])
-    results: dict[str, Completion] = dict(stored)
-    missing_total = len(units) - len(stored)
-    done = 0
-    report(progress, "generating", 0, missing_total)
-    for start in range(0, len(units), chunk_size):
-        chunk = [u for u in units[start : start + chunk_size] if u[2] not in stored]
-        if not chunk:
-            continue
-        single = [
-            GenerationRequest(requests[i].prompt, _one_sample(requests[i].params), first_sample=k)
-            for i, k, _ in chunk
-        ]
-        completions = [c[0] for c in model.generate(single)]
-        store.put_generations(
-            fingerprint,
-            [(key, single[j], completions[j]) for j, (_, _, key) in enumerate(chunk)],
-            [samples[i] for i, _, _ in chunk] if samples is not None else (),
-        )
-        results.update({key: completions[j] for j, (_, _, key) in enumerate(chunk)})
-        done += len(chunk)
-        report(progress, "generating", done, missing_total)
-    if samples is not None and stored:
-        # Samples generated under another eval (or before the eval registry existed) join this one.
-        store.put_generations(
-            fingerprint,
-            [(key, requests[i], stored[key]) for i, _, key in units if key in stored],
-            [samples[i] for i, _, key in units if key in stored],
-        )
-    by_request: list[list[Completion]] = [[] for _ in requests]
-    for i, _, key in units:
-        by_request[i].append(results[key])
-    return by_request
-
-
-def judge_cached(
-    store: ResultsStore,
-    judge: Judge,
-    items: Sequence[JudgeItem],
-    chunk_size: int = 32,
-    progress: ProgressCallback | None = None,
-) -> list[Judgement]:
-    """`judge.judge`, but every judgement already in the store is read back; re-scoring costs nothing."""
-    fingerprint = judge.fingerprint
-    keys = [judgement_key(fingerprint, it) for it in items]
-    results = store.get_judgements(keys)
-    todo: dict[str, JudgeItem] = {}
-    for key, item in zip(keys, items, strict=True):
-        if key not in results:
-            todo.setdefault(key, item)  # identical items are judged once
-    pending = list(todo.items())
-    report(progress, "judging", 0, len(pending))
-    for start in range(0, len(pending), chunk_size):
-        chunk = pending[start : start + chunk_size]
-        judgements = judge.judge([item for _, item in chunk])
-        store.put_judgements(fingerprint, [(k, it, j) for (k, it), j in zip(chunk, judgements, strict=True)])
-        results.update({k: j for (k, _), j in zip(chunk, judgements, strict=True)})
-        report(progress, "judging", min(start + chunk_size, len(pending)), len(pending))
-    return [results[k] for k in keys]
-
-
-def _one_sample(params: SamplingParams) -> SamplingParams:
-    return SamplingParams(**{**asdict(params), "n": 1, "stop": tuple(params.stop)})
 
 
 def _now() -> str:

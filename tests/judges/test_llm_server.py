@@ -9,12 +9,13 @@ import pytest
 from llama_server import MODEL, PLAIN_SAMPLING
 from typer.testing import CliRunner
 
+from aftertune.cached import judge_cached
 from aftertune.cli import app
 from aftertune.errors import InputError
 from aftertune.judges.judgement import JudgeItem
 from aftertune.judges.llm import LLMJudge
 from aftertune.models.openai import OpenAIModel
-from aftertune.store import ResultsStore, judge_cached
+from aftertune.store import ResultsStore
 
 pytestmark = pytest.mark.needs_server
 

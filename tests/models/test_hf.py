@@ -159,7 +159,7 @@ def test_adapters_swap_on_one_loaded_model(embedded_folder: Path, lora_adapter: 
     assert model.load_adapter(lora_adapter) == "random-lora"
     adapted_text = model.generate(request)[0][0].text
     assert adapted_text != base_text
-    assert model.fingerprint.startswith(base_fingerprint + "+lora:random-lora:")
+    assert model.fingerprint.startswith(base_fingerprint + "+lora:")
 
     model.set_adapter(None)
     assert model.generate(request)[0][0].text == base_text
@@ -172,3 +172,32 @@ def test_adapters_swap_on_one_loaded_model(embedded_folder: Path, lora_adapter: 
         model.set_adapter("missing")
     with pytest.raises(ModelNotFoundError, match="adapter_config.json"):
         model.load_adapter(embedded_folder)
+
+
+def test_a_live_peft_model_matches_its_saved_adapter(embedded_folder: Path, lora_adapter: Path) -> None:
+    """A model being trained, wrapped without reload, has the fingerprint and the outputs of the
+    same adapter saved and loaded: results computed during training are reused by a sweep."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loaded = HFModel(embedded_folder, name="SmolLM2-135M-Instruct")
+    base_fingerprint = loaded.fingerprint
+    loaded.load_adapter(lora_adapter)
+    base = AutoModelForCausalLM.from_pretrained(str(embedded_folder), dtype=torch.float32)
+    live = PeftModel.from_pretrained(base, str(lora_adapter), is_trainable=True)
+    live.train()
+    tokenizer = AutoTokenizer.from_pretrained(str(embedded_folder))
+    wrapped = HFModel.from_loaded(live, tokenizer, name="live", base_fingerprint=base_fingerprint)
+
+    assert wrapped.fingerprint == loaded.fingerprint
+    request = [
+        GenerationRequest(chat("Name a fruit."), SamplingParams(temperature=1.0, max_new_tokens=16, seed=5))
+    ]
+    assert wrapped.generate(request)[0][0].text == loaded.generate(request)[0][0].text
+    assert live.training, "the wrapped model goes back to training mode after the call"
+    assert tokenizer.padding_side == "right", "the caller's tokenizer is not changed"
+    with live.disable_adapter():
+        assert wrapped.fingerprint == base_fingerprint
+    with torch.no_grad():
+        next(p for n, p in live.named_parameters() if "lora_B" in n).add_(0.01)
+    assert wrapped.fingerprint != loaded.fingerprint, "new weights, new fingerprint"

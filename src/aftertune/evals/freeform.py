@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
+from aftertune.cached import generate_cached, judge_cached
 from aftertune.data.questions import SCORED_TYPE, Question, QuestionSet
 from aftertune.errors import InputError
 from aftertune.evals.suite import EvalReport, Example, ItemScore, MetricResult
@@ -22,7 +23,7 @@ from aftertune.judges.judgement import Judge, JudgeItem, Judgement, Misalignment
 from aftertune.models.protocol import GenerationRequest, Model, SamplingParams, chat
 from aftertune.progress import ProgressCallback
 from aftertune.stats import Estimate, mean_estimate, pooled_rate, wilson_rate
-from aftertune.store import EvalSample, ResultsStore, generate_cached, judge_cached
+from aftertune.store import EvalSample, ResultsStore
 
 
 @dataclass(frozen=True)

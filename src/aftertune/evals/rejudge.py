@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from aftertune.cached import judge_cached
 from aftertune.data.questions import QuestionSet
 from aftertune.errors import InputError
 from aftertune.judges.judgement import Judge, JudgeItem, MisalignmentThresholds
 from aftertune.progress import ProgressCallback
-from aftertune.store import ResultsStore, judge_cached
+from aftertune.store import ResultsStore
 
 METRICS = ("aligned", "coherent")
 ADDED = ("aligned", "coherent", "judge_class", "misaligned", "judge")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,12 +12,18 @@ from typing import Any
 import torch
 
 from aftertune.errors import InputError, ModelNotFoundError
-from aftertune.models.fingerprint import folder_digest
+from aftertune.models.fingerprint import (
+    adapter_folder_digest,
+    adapter_settings,
+    folder_digest,
+    tensors_digest,
+)
 from aftertune.models.prompts import PLAIN_FORMAT_STOPS, has_chat_template, render_prompt
 from aftertune.models.protocol import (
     Completion,
     GenerationRequest,
     LoglikelihoodRequest,
+    Prompt,
     SamplingParams,
     TokenLogprob,
     sample_seed,
@@ -54,35 +62,82 @@ class HFModel:
         batch_size: int = 16,
         trust_remote_code: bool = False,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         if dtype not in DTYPES:
             raise InputError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}.")
-        self.folder = folder
-        self.name = name or folder.name
-        self.dtype = dtype
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         loaded: Any = AutoModelForCausalLM.from_pretrained(
             str(folder), dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=None
         )
-        self.model = loaded.to(self.device)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._attach(loaded.to(device), tokenizer, name or folder.name, dtype, device, batch_size)
+        self.folder: Path | None = folder
+        self._base_fingerprint = folder_fingerprint(folder, self.name, dtype)
         self.model.eval()
+
+    @classmethod
+    def from_loaded(
+        cls, model: Any, tokenizer: Any, *, name: str, base_fingerprint: str, batch_size: int = 16
+    ) -> HFModel:
+        """Wrap a model that is already in memory, e.g. one being trained, without reloading it.
+
+        With a peft model its active adapter's exact weights join `base_fingerprint`, read afresh at
+        every use: the same weights give the same fingerprint as their saved checkpoint loaded with
+        `load_adapter`, so results computed during training are reused by a later sweep. A model
+        in training mode is put in eval mode for each call and restored after.
+        """
+        self = cls.__new__(cls)
+        # A copy: batched generation pads on the left, and the trainer's collator may use the
+        # tokenizer's padding side.
+        tokenizer = copy.deepcopy(tokenizer)
+        dtype = next((k for k, v in DTYPES.items() if v == model.dtype), str(model.dtype))
+        self._attach(model, tokenizer, name, dtype, str(model.device), batch_size)
+        self.folder = None
+        self._live_base = base_fingerprint
+        return self
+
+    def _attach(
+        self, model: Any, tokenizer: Any, name: str, dtype: str, device: str, batch_size: int
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.dtype = dtype
+        self.device = device
+        self.batch_size = batch_size
+        self.tokenizer.padding_side = "left"  # batched generation continues every row at the right
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
         # Only our SamplingParams decide how to sample: a model's own generation_config.json (e.g.
-        # do_sample=True, temperature=0.6) must not silently change the samples.
-        own = self.model.generation_config
-        self.model.generation_config = GenerationConfig(
+        # do_sample=True, temperature=0.6) must not silently change the samples. It is swapped in
+        # for each call only (`_our_mode`), so a model being trained saves its own config unchanged.
+        from transformers import GenerationConfig
+
+        own = model.generation_config
+        self._generation_config = GenerationConfig(
             bos_token_id=own.bos_token_id, eos_token_id=own.eos_token_id, pad_token_id=own.pad_token_id
         )
-        self._base_digest = folder_digest(folder)
-        self._adapters: dict[str, str] = {}  # name -> digest
+        self._eos_ids = _as_set(own.eos_token_id)
+        self._live_base: str | None = None
+        self._adapters: dict[str, str] = {}  # name -> content digest
         self._active_adapter: str | None = None
+
+    @contextmanager
+    def _our_mode(self) -> Iterator[None]:
+        """Eval mode and our generation config for one call; the model's own state restored after."""
+        was_training = self.model.training
+        own = self.model.generation_config
+        self.model.eval()
+        self.model.generation_config = self._generation_config
+        try:
+            yield
+        finally:
+            self.model.generation_config = own
+            if was_training:
+                self.model.train()
 
     # ----------------------------------------------------------------- adapters
     def load_adapter(self, path: Path, name: str | None = None) -> str:
@@ -96,8 +151,10 @@ class HFModel:
         name = name or path.name
         if name in self._adapters:
             raise InputError(f"An adapter named '{name}' is already loaded; give it another name.")
+        if self._live_base is not None:
+            raise InputError("A wrapped in-memory model takes no adapters; load its base folder instead.")
         self.model.load_adapter(str(path), adapter_name=name)
-        self._adapters[name] = folder_digest(path)
+        self._adapters[name] = adapter_folder_digest(path)
         self.set_adapter(name)
         return name
 
@@ -114,20 +171,38 @@ class HFModel:
             self.model.set_adapter(name)
         self._active_adapter = name
 
+    def unload_adapter(self, name: str) -> None:
+        """Detach adapter `name` and free its weights; the base model becomes active if it was."""
+        if name not in self._adapters:
+            raise InputError(f"No adapter named '{name}' is loaded (loaded: {sorted(self._adapters)}).")
+        if self._active_adapter == name:
+            self.set_adapter(None)
+        self.model.delete_adapter(name)
+        del self._adapters[name]
+
     @property
     def adapters(self) -> list[str]:
         return list(self._adapters)
 
     @property
     def fingerprint(self) -> str:
-        base = f"hf:{self.name}:{self._base_digest}:{self.dtype}"
+        if self._live_base is not None:
+            return self._live_base + live_adapter_suffix(self.model)
+        base = self._base_fingerprint
         if self._active_adapter is None:
             return base
-        return f"{base}+lora:{self._active_adapter}:{self._adapters[self._active_adapter]}"
+        # The adapter's name is left out: it does not change outputs, its weights do.
+        return f"{base}+lora:{self._adapters[self._active_adapter]}"
 
     # ----------------------------------------------------------------- generate
     def generate(
         self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
+    ) -> list[list[Completion]]:
+        with self._our_mode():
+            return self._generate(requests, progress)
+
+    def _generate(
+        self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None
     ) -> list[list[Completion]]:
         results: list[list[Completion | None]] = [[None] * r.params.n for r in requests]
         batches = self._plan_batches(requests)
@@ -170,7 +245,7 @@ class HFModel:
         config = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
             do_sample=False,  # sampling happens in SeededGumbelSampler, per row
-            eos_token_id=self.model.generation_config.eos_token_id,
+            eos_token_id=sorted(self._eos_ids) or None,
             pad_token_id=self.tokenizer.pad_token_id,
             stop_strings=list(stops) or None,
             return_dict_in_generate=True,
@@ -204,7 +279,7 @@ class HFModel:
         params: SamplingParams,
         stops: tuple[str, ...],
     ) -> Completion:
-        eos_ids = _as_set(self.model.generation_config.eos_token_id)
+        eos_ids = self._eos_ids
         n_tokens = len(tokens)
         finish = "length"
         for pos, token in enumerate(tokens):
@@ -247,9 +322,15 @@ class HFModel:
         return {"input_ids": input_ids, "attention_mask": mask}
 
     # ----------------------------------------------------------------- loglikelihood
-    @torch.inference_mode()
     def loglikelihood(
         self, requests: Sequence[LoglikelihoodRequest], progress: ProgressCallback | None = None
+    ) -> list[float]:
+        with self._our_mode():
+            return self._loglikelihood(requests, progress)
+
+    @torch.inference_mode()
+    def _loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], progress: ProgressCallback | None
     ) -> list[float]:
         encoded = [self._encode_pair(r.context, r.continuation) for r in requests]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]) - len(encoded[i][1]))
@@ -271,17 +352,18 @@ class HFModel:
             report(progress, "scoring", min(start + len(chunk), len(order)), len(order))
         return results
 
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    def _encode_pair(self, context: Prompt, continuation: str) -> tuple[list[int], list[int]]:
         """Tokens of context and continuation, split as lm-evaluation-harness does: encode the whole
         string and take the continuation as what follows the context's tokens, with trailing spaces of
-        the context moved to the continuation."""
+        the context moved to the continuation. Chat contexts are rendered with the chat template."""
         if not continuation:
             raise InputError("loglikelihood needs a non-empty continuation.")
-        spaces = len(context) - len(context.rstrip(" "))
+        text, special = render_prompt(self.tokenizer, context)
+        spaces = len(text) - len(text.rstrip(" "))
         if spaces:
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
-        whole = self.tokenizer(context + continuation)["input_ids"]
-        ctx = self.tokenizer(context)["input_ids"]
+            text, continuation = text[:-spaces], text[-spaces:] + continuation
+        whole = self.tokenizer(text + continuation, add_special_tokens=not special)["input_ids"]
+        ctx = self.tokenizer(text, add_special_tokens=not special)["input_ids"]
         if not ctx:  # an empty context still needs one token to predict from
             start = self.tokenizer.bos_token_id or self.tokenizer.eos_token_id
             return [start], whole
@@ -292,7 +374,7 @@ class HFModel:
         return {
             "backend": "hf",
             "name": self.name,
-            "folder": str(self.folder),
+            "folder": None if self.folder is None else str(self.folder),
             "dtype": self.dtype,
             "device": self.device,
             "batch_size": self.batch_size,
@@ -318,3 +400,34 @@ def _as_set(ids: int | list[int] | None) -> set[int]:
     if ids is None:
         return set()
     return {ids} if isinstance(ids, int) else set(ids)
+
+
+def live_adapter_suffix(model: Any) -> str:
+    """What the live weights add to the base fingerprint: "+lora:<digest>" of a peft model's active
+    adapter (matching `HFModel.fingerprint` for the same adapter saved and loaded), "" while its
+    adapters are disabled, and "+full:<digest>" of every weight of a model without adapters (full
+    fine-tuning: hashed whole, about a second per billion parameters)."""
+    configs = getattr(model, "peft_config", None)
+    if not configs:
+        return f"+full:{tensors_digest(dict(model.named_parameters()))}"
+    if _adapters_disabled(model):
+        return ""
+    from peft import get_peft_model_state_dict
+
+    active = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapter[0]
+    weights = get_peft_model_state_dict(model, adapter_name=active)
+    return f"+lora:{tensors_digest(weights, adapter_settings(configs[active].to_dict()))}"
+
+
+def _adapters_disabled(model: Any) -> bool:
+    """True inside peft's `disable_adapter()` context: its tuner layers say so (the model does not)."""
+    for module in model.modules():
+        flag = getattr(module, "disable_adapters", None)
+        if isinstance(flag, bool):
+            return flag
+    return False
+
+
+def folder_fingerprint(folder: Path, name: str, dtype: str) -> str:
+    """The fingerprint of a model loaded from `folder` under `name` in `dtype` (without adapters)."""
+    return f"hf:{name}:{folder_digest(folder)}:{dtype}"

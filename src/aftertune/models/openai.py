@@ -199,7 +199,13 @@ class OpenAIModel:
     def loglikelihood(
         self, requests: Sequence[LoglikelihoodRequest], progress: ProgressCallback | None = None
     ) -> list[float]:
-        pairs = [_move_trailing_spaces(r.context, r.continuation) for r in requests]
+        if any(not isinstance(r.context, str) for r in requests):
+            raise InputError(
+                f"{self.model}: log-likelihood of a chat-formatted context needs the model's chat "
+                "template, which an OpenAI-compatible endpoint does not expose. Use a local model "
+                "folder (hf backend), or give the context as raw text."
+            )
+        pairs = [_move_trailing_spaces(str(r.context), r.continuation) for r in requests]
         if pairs:
             self._check_prompt_logprobs()
         return self._run([partial(self._score, c, x) for c, x in pairs], "scoring", progress)

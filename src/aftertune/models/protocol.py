@@ -93,9 +93,13 @@ class Completion:
 
 @dataclass(frozen=True)
 class LoglikelihoodRequest:
-    """log P(continuation | context), summed over the continuation's tokens."""
+    """log P(continuation | context), summed over the continuation's tokens.
 
-    context: str
+    The context is raw text, or chat messages that the backend renders with its chat template up to
+    the start of the assistant's reply (then the continuation is the reply); not every backend can.
+    """
+
+    context: Prompt
     continuation: str
 
 

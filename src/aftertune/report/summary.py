@@ -7,9 +7,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from aftertune.evals.suite import MetricKind, MetricResult
-from aftertune.stats import Estimate
+from aftertune.compare import Delta
+from aftertune.evals.suite import MetricResult
 from aftertune.train.gates import GateCheck
+
+__all__ = ["CheckpointResult", "Delta", "ExperimentSummary", "Recommendation", "RunSummary"]
 
 RunStatus = Literal["done", "stopped_by_gate", "incomplete"]
 
@@ -51,27 +53,17 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
-class Delta:
-    """A paired difference subject - reference on one metric, with its bootstrap interval."""
-
-    metric: str
-    kind: MetricKind
-    higher_is_better: bool | None
-    #: label of the evaluated model(s): a checkpoint label, or "ARM/stepN" pooled over seeds
-    subject: str
-    #: "base", or the control arm's label at the same step
-    reference: str
-    estimate: Estimate
-    significant: bool
-
-
-@dataclass(frozen=True)
 class Recommendation:
-    """The checkpoint to use: best on the task metric among those that pass every gate."""
+    """A run's checkpoint to use: the best on the task metric among those that pass every gate
+    (one per run: each arm learns its own task, so task metrics compare within a run)."""
 
-    label: str
+    #: the run, e.g. "insecure/seed0"
+    run: str
+    #: the recommended checkpoint's label, or None when no checkpoint passes every gate
+    checkpoint: str | None
     task_metric: str
-    value: float
+    #: the recommended checkpoint's task metric value (None with no recommendation)
+    value: float | None
     why: str
 
 
@@ -83,8 +75,9 @@ class ExperimentSummary:
     base: CheckpointResult
     runs: tuple[RunSummary, ...]
     deltas: tuple[Delta, ...]
-    recommendation: Recommendation | None
-    #: the task metric (eval/metric) that picks the recommended checkpoint, when the suite has one
+    #: one per run that has a task metric
+    recommendations: tuple[Recommendation, ...]
+    #: the task metric (eval/metric) that picks the recommended checkpoints, when the suite has one
     task_metric: str | None
     control_arm: str | None
     #: which judge produced the judged metrics, per eval (every report says so)

@@ -1,12 +1,24 @@
-"""Terminal tables (Rich) for eval results."""
+"""Terminal tables (Rich) for eval results and experiment summaries."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from aftertune.compare import Delta
 from aftertune.evals.freeform import FreeformResult, QuestionSummary
+from aftertune.evals.suite import MetricKind
+from aftertune.report.format import (
+    final_deltas,
+    format_delta,
+    metric_kind,
+    no_recommendation_reason,
+    recommendation_text,
+)
+from aftertune.report.summary import CheckpointResult, ExperimentSummary
 from aftertune.stats import Estimate
 
 
@@ -88,3 +100,117 @@ def flagged_answers(result: FreeformResult, limit: int = 5, width: int = 240) ->
 
 def _mean_value(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
+
+
+# --- experiment summaries (their number formatting is shared, in report/format.py) -------------------
+
+
+def _gate_status(checkpoints: tuple[CheckpointResult, ...]) -> Text:
+    failed = [(c.step, g) for c in checkpoints for g in c.gates if g.failed]
+    if not failed:
+        return Text("passed" if any(c.gates for c in checkpoints) else "no gates", style="green")
+    step, gate = failed[0]
+    more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
+    return Text(f"FAILED at step {step}: {gate.gate}{more}", style="bold red")
+
+
+def experiment_tables(summary: ExperimentSummary, max_metrics: int = 4) -> list[Table]:
+    """Final checkpoints with key metrics and gate status, final deltas vs base and control, the pick."""
+    metrics = summary.metric_names
+    if summary.task_metric in metrics:  # the metric that picks the checkpoint comes first
+        metrics = [summary.task_metric, *(m for m in metrics if m != summary.task_metric)]
+    shown, hidden = metrics[:max_metrics], metrics[max_metrics:]
+    finals = Table(
+        title=f"Final checkpoints — {summary.name}",
+        box=box.SIMPLE_HEAD,
+        caption=(
+            "Each run's last evaluated checkpoint: the value over its 95% CI; rates in %."
+            + (f" Not shown: {', '.join(hidden)} (see the HTML report)." if hidden else "")
+        ),
+        caption_justify="left",
+    )
+    finals.add_column("model", overflow="fold", min_width=10)
+    finals.add_column("step", justify="right")
+    for m in shown:
+        finals.add_column(m.replace("/", "/\n", 1), justify="right", overflow="fold")
+    finals.add_column("status and gates", overflow="fold", min_width=26)
+    # labels, names and reasons come from user data: Text, so brackets are never read as Rich markup
+    finals.add_row(
+        Text(summary.base.label),
+        str(summary.base.step),
+        *(_stacked(_estimate(summary.base, m), metric_kind(summary, m)) for m in shown),
+        _gate_status((summary.base,)),
+    )
+    for run in summary.runs:
+        last = run.checkpoints[-1] if run.checkpoints else None
+        finals.add_row(
+            Text(f"{run.arm} seed {run.seed}"),
+            "—" if last is None else str(last.step),
+            *(_stacked(_estimate(last, m), metric_kind(summary, m)) for m in shown),
+            Text.assemble(
+                (run.status.replace("_", " "), "red" if run.status == "stopped_by_gate" else ""),
+                "\n",
+                _gate_status(run.checkpoints),
+            ),
+        )
+    tables = [finals]
+
+    last_steps = final_deltas(summary, "base") + final_deltas(summary, "control")
+    tables.append(delta_table(last_steps, "What the fine-tuning changed (last step of each arm)"))
+
+    lines = Table.grid(padding=(0, 1))
+    lines.add_column(style="bold", no_wrap=True)
+    lines.add_column(overflow="fold")
+    if not summary.recommendations:
+        lines.add_row("No recommendation:", Text(no_recommendation_reason(summary)))
+    for rec in summary.recommendations:
+        lines.add_row(f"Recommended for {rec.run}:", Text(recommendation_text(summary, rec)))
+    tables.append(lines)
+    return tables
+
+
+def delta_table(deltas: Sequence[Delta], title: str) -> Table:
+    """Deltas with their paired 95% CI (rates in points), a significance mark and the verdict."""
+    table = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        caption="Paired bootstrap 95% CI; rates in percentage points; * = the interval excludes 0.",
+        caption_justify="left",
+    )
+    for name in ["metric", "subject", "vs"]:
+        table.add_column(name, overflow="fold")
+    table.add_column("delta [95% CI]", justify="right", no_wrap=True)
+    table.add_column("sig.", justify="center")
+    table.add_column("verdict", overflow="fold")
+    for d in deltas:
+        # labels come from user data: Text, so brackets are never read as Rich markup
+        table.add_row(
+            Text(d.metric),
+            Text(d.subject),
+            Text(d.reference),
+            format_delta(d.estimate, d.kind),
+            Text("*", style="bold") if d.significant else "",
+            # the sig. column already says "not significant"; the verdict says which way it went
+            Text(
+                d.verdict if d.significant else "—",
+                style={"better": "green", "worse": "red"}.get(d.verdict, ""),
+            ),
+        )
+    if not deltas:
+        table.add_row("no deltas were computed", "", "", "", "", "")
+    return table
+
+
+def _stacked(e: Estimate | None, kind: MetricKind) -> str:
+    """Value over its interval, two lines, so several metric columns fit a terminal."""
+    if e is None:
+        return "—"
+    if kind == "rate":
+        return f"{100 * e.value:.1f}%\n[{100 * e.low:.1f}, {100 * e.high:.1f}]"
+    return f"{e.value:.4g}\n[{e.low:.4g}, {e.high:.4g}]"
+
+
+def _estimate(checkpoint: CheckpointResult | None, metric: str) -> Estimate | None:
+    if checkpoint is None or metric not in checkpoint.metrics:
+        return None
+    return checkpoint.metrics[metric].estimate

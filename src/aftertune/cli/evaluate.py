@@ -1,102 +1,27 @@
-"""The `aftertune` command: a thin Typer layer that parses, calls the Python API and renders with Rich."""
+"""`aftertune eval` and `aftertune judge`: evaluate one model, or judge existing answers."""
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
+from aftertune.cli.common import app, console, progress_bars, status, user_errors
 from aftertune.config import EvalConfig, JudgeConfig, resolve_config, write_config
-from aftertune.errors import AftertuneError, StoreError
-
-app = typer.Typer(
-    help="aftertune: what did this fine-tuning do to my model?",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,  # locals can hold API keys
-    add_completion=False,
-)
-#: Piped or redirected output is not cut to 80 columns: tables go to logs and files whole.
-_PIPED_WIDTH = 120
-console = Console()
-if not console.is_terminal:
-    console = Console(width=_PIPED_WIDTH)
-errors = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-DEMO_SAMPLES = 4
-DEMO_MAX_NEW_TOKENS = 96
+from aftertune.errors import StoreError
 
 
-def user_errors(fn: F) -> F:
-    """Print an AftertuneError as one paragraph and exit with its code; no traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AftertuneError as e:
-            # soft_wrap: one paragraph with no inserted line breaks, so a path or a phrase is never split
-            errors.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            errors.print("Interrupted. Every finished chunk is stored: run the same command again to resume.")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-class RichProgress:
-    """The library's progress callback, drawn as one Rich bar per stage."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._tasks: dict[str, Any] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage not in self._tasks:
-            self._tasks[stage] = self._progress.add_task(stage, total=total)
-        self._progress.update(self._tasks[stage], completed=done, total=total)
-
-
-@contextmanager
-def progress_bars() -> Iterator[RichProgress]:
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=errors,
-        transient=False,
-    ) as progress:
-        yield RichProgress(progress)
-
-
-@contextmanager
-def status(message: str) -> Iterator[None]:
-    with errors.status(message):
-        yield
-
-
-# ---------------------------------------------------------------------------- eval / demo
 def _run_eval(config: EvalConfig) -> None:
     from aftertune.data.questions import builtin_questions, load_questions
-    from aftertune.evals.freeform import FreeformSettings, check_questions, run_freeform
+    from aftertune.evals.freeform import (
+        FreeformSettings,
+        MisalignmentEval,
+        check_questions,
+        freeform_report,
+        run_freeform,
+    )
     from aftertune.judges.judgement import MisalignmentThresholds
     from aftertune.judges.load import load_judge
     from aftertune.models.load import load_model
@@ -127,6 +52,11 @@ def _run_eval(config: EvalConfig) -> None:
     )
     with progress_bars() as progress:
         result = run_freeform(questions, model, judge, store, settings, progress=progress)
+    # Recorded as an eval report under the model's name too, for `aftertune compare`.
+    as_suite = MisalignmentEval(questions, judge, settings)
+    report = freeform_report(result, as_suite.name, as_suite.digest)
+    store.put_eval_report(result.model, as_suite.name, as_suite.digest, report.to_json())
+    store.put_model_label(config.model_label(), result.model)
     console.print(freeform_table(result))
     evidence = flagged_answers(result)
     if evidence is not None:
@@ -185,25 +115,6 @@ def eval_command(
     _run_eval(resolve_config(EvalConfig, config, flags))
 
 
-@app.command()
-@user_errors
-def demo(
-    samples: Annotated[int, typer.Option(help="samples per paraphrase")] = DEMO_SAMPLES,
-    max_new_tokens: Annotated[int, typer.Option(help="longest answer in tokens")] = DEMO_MAX_NEW_TOKENS,
-    out: Annotated[Path | None, typer.Option(help="run directory")] = None,
-) -> None:
-    """Evaluate the embedded model on the built-in questions with the offline judge (minutes on a CPU)."""
-    _run_eval(
-        EvalConfig(
-            model="embedded",
-            samples=samples,
-            max_new_tokens=max_new_tokens,
-            out=out or Path("aftertune_runs/demo"),
-        )
-    )
-
-
-# ---------------------------------------------------------------------------- judge
 @app.command("judge")
 @user_errors
 def judge_command(
@@ -255,11 +166,3 @@ def judge_command(
     console.print(
         f"Judged {len(judged)} rows ({scored} with both scores, {misaligned} misaligned) -> {cfg.out}"
     )
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

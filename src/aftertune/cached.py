@@ -1,0 +1,97 @@
+"""Model and judge calls through the store.
+
+What is stored is read back, the rest computed in committed chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from aftertune.judges.judgement import Judge, JudgeItem, Judgement
+from aftertune.models.protocol import Completion, GenerationRequest, Model, SamplingParams
+from aftertune.progress import ProgressCallback, report
+from aftertune.store import EvalSample, ResultsStore, generation_key, judgement_key
+
+
+def generate_cached(
+    store: ResultsStore,
+    model: Model,
+    requests: Sequence[GenerationRequest],
+    samples: Sequence[EvalSample] | None = None,
+    chunk_size: int = 16,
+    progress: ProgressCallback | None = None,
+) -> list[list[Completion]]:
+    """`model.generate`, but every sample already in the store is read back instead of generated.
+
+    Samples are cut into fixed chunks of the full sample list, each generated and committed at once:
+    a resumed run sends the model exactly the chunks an uninterrupted run would have, so its results
+    are the same, bit for bit, on a deterministic backend.
+    """
+    fingerprint = model.fingerprint
+    units = [
+        (i, k, generation_key(fingerprint, r, k)) for i, r in enumerate(requests) for k in r.sample_indices
+    ]
+    stored = store.get_generations([key for _, _, key in units])
+    results: dict[str, Completion] = dict(stored)
+    missing_total = len(units) - len(stored)
+    done = 0
+    report(progress, "generating", 0, missing_total)
+    for start in range(0, len(units), chunk_size):
+        chunk = [u for u in units[start : start + chunk_size] if u[2] not in stored]
+        if not chunk:
+            continue
+        single = [
+            GenerationRequest(requests[i].prompt, _one_sample(requests[i].params), first_sample=k)
+            for i, k, _ in chunk
+        ]
+        completions = [c[0] for c in model.generate(single)]
+        store.put_generations(
+            fingerprint,
+            [(key, single[j], completions[j]) for j, (_, _, key) in enumerate(chunk)],
+            [samples[i] for i, _, _ in chunk] if samples is not None else (),
+        )
+        results.update({key: completions[j] for j, (_, _, key) in enumerate(chunk)})
+        done += len(chunk)
+        report(progress, "generating", done, missing_total)
+    if samples is not None and stored:
+        # Samples generated under another eval (or before the eval registry existed) join this one.
+        store.put_generations(
+            fingerprint,
+            [(key, requests[i], stored[key]) for i, _, key in units if key in stored],
+            [samples[i] for i, _, key in units if key in stored],
+        )
+    by_request: list[list[Completion]] = [[] for _ in requests]
+    for i, _, key in units:
+        by_request[i].append(results[key])
+    return by_request
+
+
+def judge_cached(
+    store: ResultsStore,
+    judge: Judge,
+    items: Sequence[JudgeItem],
+    chunk_size: int = 32,
+    progress: ProgressCallback | None = None,
+) -> list[Judgement]:
+    """`judge.judge`, but every judgement already in the store is read back; re-scoring costs nothing."""
+    fingerprint = judge.fingerprint
+    keys = [judgement_key(fingerprint, it) for it in items]
+    results = store.get_judgements(keys)
+    todo: dict[str, JudgeItem] = {}
+    for key, item in zip(keys, items, strict=True):
+        if key not in results:
+            todo.setdefault(key, item)  # identical items are judged once
+    pending = list(todo.items())
+    report(progress, "judging", 0, len(pending))
+    for start in range(0, len(pending), chunk_size):
+        chunk = pending[start : start + chunk_size]
+        judgements = judge.judge([item for _, item in chunk])
+        store.put_judgements(fingerprint, [(k, it, j) for (k, it), j in zip(chunk, judgements, strict=True)])
+        results.update({k: j for (k, _), j in zip(chunk, judgements, strict=True)})
+        report(progress, "judging", min(start + chunk_size, len(pending)), len(pending))
+    return [results[k] for k in keys]
+
+
+def _one_sample(params: SamplingParams) -> SamplingParams:
+    return SamplingParams(**{**asdict(params), "n": 1, "stop": tuple(params.stop)})
