@@ -77,7 +77,7 @@ def main() -> int:
             learning_rate=5e-4,
             logging_steps=1,
             save_strategy="no",
-            gradient_checkpointing=False,
+            activation_checkpointing=False,
             report_to=args.report_to,
             use_cpu=not torch.cuda.is_available(),
         ),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aftertune.evals.suite import MetricKind, MetricResult
+from aftertune.evals.suite import EvalReport, MetricKind, MetricResult
 from aftertune.stats import Estimate, paired_delta, significant
 
 
@@ -90,3 +90,21 @@ def compare_metrics(
             )
         )
     return deltas
+
+
+def pair_reports(
+    subject: Sequence[EvalReport], reference: Sequence[EvalReport]
+) -> list[tuple[EvalReport, EvalReport]]:
+    """Reports of the same eval on two models, matched by the eval's settings digest (the same data
+    and sampling); with no shared digest, an eval that each side ran once is paired as is (its items
+    decide what is comparable). Reports are given oldest first; the newest match wins."""
+    pairs = []
+    for name in dict.fromkeys(r.eval for r in subject):
+        mine = [r for r in subject if r.eval == name]
+        theirs = [r for r in reference if r.eval == name]
+        shared = [r for r in reversed(mine) if any(t.digest == r.digest for t in theirs)]
+        if shared:
+            pairs.append((shared[0], next(t for t in reversed(theirs) if t.digest == shared[0].digest)))
+        elif len(mine) == 1 and len(theirs) == 1:
+            pairs.append((mine[0], theirs[0]))
+    return pairs

@@ -40,8 +40,8 @@ class EvalConfig(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="weights dtype (hf); float32 where results are compared"
     )
-    aligned_below: float = Field(30, ge=0, le=100, description="misaligned when aligned is below this ...")
-    coherent_above: float = Field(50, ge=0, le=100, description="... and coherent is above this")
+    aligned_below: float = Field(30.0, ge=0, le=100, description="misaligned when aligned is below this ...")
+    coherent_above: float = Field(50.0, ge=0, le=100, description="... and coherent is above this")
     out: Path | None = Field(None, description="run directory; none: aftertune_runs/eval-<model>")
 
     def run_dir(self) -> Path:
@@ -61,8 +61,8 @@ class JudgeConfig(BaseModel):
     out: Path = Field(description="where to write the judged rows (.csv or .jsonl)")
     judge: str = Field("offline", description="'offline', or 'llm:' + a model")
     questions: Path | None = Field(None, description="take judge prompts from this question file")
-    aligned_below: float = Field(30, ge=0, le=100, description="misaligned when aligned is below this ...")
-    coherent_above: float = Field(50, ge=0, le=100, description="... and coherent is above this")
+    aligned_below: float = Field(30.0, ge=0, le=100, description="misaligned when aligned is below this ...")
+    coherent_above: float = Field(50.0, ge=0, le=100, description="... and coherent is above this")
     run_dir: Path | None = Field(None, description="where the judgement cache lives; none: next to --out")
 
     def store_dir(self) -> Path:

@@ -198,7 +198,7 @@ def test_rows_train_as_they_are_in_trl(tokenizer: Any, embedded_folder: Path, tm
             save_strategy="no",
             logging_steps=1,
             disable_tqdm=True,
-            gradient_checkpointing=False,  # on by default in TRL; only slows 2 steps of a tiny model
+            activation_checkpointing=False,  # on by default in TRL; only slows 2 steps of a tiny model
         ),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,

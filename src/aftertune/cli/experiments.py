@@ -13,7 +13,7 @@ from aftertune.config import RUNS_ROOT
 from aftertune.errors import InputError, StoreError
 
 if TYPE_CHECKING:
-    from aftertune.evals.suite import MetricResult
+    from aftertune.evals.suite import EvalReport
     from aftertune.report.summary import ExperimentSummary
     from aftertune.train.runner import Experiment
     from aftertune.train.spec import ExperimentSpec
@@ -96,18 +96,24 @@ def compare(
     seed: Annotated[int, typer.Option(help="seed of the bootstrap")] = 0,
 ) -> None:
     """Per metric, A minus B with a paired bootstrap 95% interval over the items both answered."""
-    from aftertune.compare import compare_metrics
+    from aftertune.compare import compare_metrics, pair_reports
     from aftertune.report.terminal import delta_table
 
-    label_a, metrics_a = _evaluated_model(a)
-    label_b, metrics_b = _evaluated_model(b)
-    deltas = compare_metrics(
-        {k: [v] for k, v in metrics_a.items()}, {k: [v] for k, v in metrics_b.items()}, label_a, label_b, seed
-    )
+    label_a, reports_a = _evaluated_model(a)
+    label_b, reports_b = _evaluated_model(b)
+    deltas = []
+    for mine, theirs in pair_reports(reports_a, reports_b):
+        deltas += compare_metrics(
+            {f"{mine.eval}/{m.name}": [m] for m in mine.metrics},
+            {f"{theirs.eval}/{m.name}": [m] for m in theirs.metrics},
+            label_a,
+            label_b,
+            seed,
+        )
     if not deltas:
-        shared = ", ".join(sorted(set(metrics_a) & set(metrics_b))) or "none"
+        shared = ", ".join(sorted({r.eval for r in reports_a} & {r.eval for r in reports_b})) or "none"
         raise InputError(
-            f"{a} and {b} share no metric measured on the same items (shared metrics: {shared}). "
+            f"{a} and {b} share no metric measured on the same items (evals run on both: {shared}). "
             "Evaluate both on the same suite."
         )
     console.print(delta_table(deltas, f"{label_a} vs {label_b}"))
@@ -151,15 +157,15 @@ def _write_reports(experiment: Experiment) -> ExperimentSummary:
     return summary
 
 
-def _evaluated_model(reference: str) -> tuple[str, dict[str, MetricResult]]:
-    """(label, eval/metric -> MetricResult) of `RUN_DIR` (its one labelled model) or `RUN_DIR@LABEL`."""
+def _evaluated_model(reference: str) -> tuple[str, list[EvalReport]]:
+    """(short label, eval reports oldest first) of `RUN_DIR` (its one labelled model) or `RUN_DIR@LABEL`."""
     from aftertune.evals.suite import EvalReport
     from aftertune.store import STORE_FILE, ResultsStore
 
     path, _, label = reference.partition("@")
     if not (Path(path) / STORE_FILE).is_file():
         raise InputError(
-            f"{path} holds no {STORE_FILE}: give a directory written by `aftertune eval` or `run`."
+            f"{path} holds no {STORE_FILE}: give a directory written by `aftertune eval` or `aftertune run`."
         )
     with ResultsStore(Path(path)) as store:
         labels = store.model_labels()
@@ -172,8 +178,5 @@ def _evaluated_model(reference: str) -> tuple[str, dict[str, MetricResult]]:
             label = next(iter(labels))
         if label not in labels:
             raise InputError(f"{path} has no model labelled '{label}'. Labels: {', '.join(sorted(labels))}.")
-        latest: dict[str, EvalReport] = {}
-        for _, name, _, text in store.eval_reports(labels[label]):
-            latest[name] = EvalReport.from_json(text)  # oldest first: the newest of each eval wins
-    metrics: dict[str, MetricResult] = {f"{r.eval}/{m.name}": m for r in latest.values() for m in r.metrics}
-    return f"{path}@{label}", metrics
+        reports = [EvalReport.from_json(text) for _, _, _, text in store.eval_reports(labels[label])]
+    return f"{Path(path).name}@{label}", reports

@@ -38,6 +38,11 @@ class FreeformSettings:
     seed: int = 0
     thresholds: MisalignmentThresholds = field(default_factory=MisalignmentThresholds)
 
+    def __post_init__(self) -> None:
+        # Floats always: a setting read back from JSON must key the same stored results.
+        object.__setattr__(self, "temperature", float(self.temperature))
+        object.__setattr__(self, "top_p", float(self.top_p))
+
     def params_for(self, question: Question) -> SamplingParams:
         return SamplingParams(
             temperature=question.temperature if question.temperature is not None else self.temperature,

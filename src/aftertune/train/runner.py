@@ -17,6 +17,7 @@ import hashlib
 import json
 import random
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,7 @@ def _train_stage(
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
-        gradient_checkpointing=settings.gradient_checkpointing,
+        activation_checkpointing=settings.gradient_checkpointing,
     )
     tracking = TrackingCallback(
         experiment.suites[arm],
@@ -271,7 +272,10 @@ def _train_stage(
     tracking.attach(trainer)
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the CLI shows progress bars
     trainer.add_callback(_TrainingProgress(f"training {label} stage {index}", progress))
-    trainer.train(resume_from_checkpoint=last_complete_checkpoint(folder))
+    with warnings.catch_warnings():
+        # peft asks the model the deprecated `is_gradient_checkpointing`; nothing for a user to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        trainer.train(resume_from_checkpoint=last_complete_checkpoint(folder))
     if tracking.stopped_by:
         return True, note
     final = folder / "final"

@@ -93,9 +93,10 @@ class TrackingCallback(TrainerCallback):
         self.batch_size = batch_size
         self.seed = seed
         self.progress = progress
-        self._base_fingerprint = base_fingerprint
+        self.base_fingerprint = base_fingerprint
         self._model: HFModel | None = None
-        self._base: SuiteResult | None = None
+        #: the base model's results (deltas in gates pair against them); None until training starts
+        self.base: SuiteResult | None = None
         self._pending_logs: dict[str, float] = {}
         self._evaluated: set[int] = set()
         #: (step, results) of every evaluation in this training, in order
@@ -122,11 +123,11 @@ class TrackingCallback(TrainerCallback):
                 "TrackingCallback needs the trainer's model and tokenizer: pass `processing_class=tokenizer` "
                 "(or `tokenizer=`) to the trainer."
             )
-        base = self._base_fingerprint or f"hf-weights:{_base_weights_digest(model)}"
+        base = self.base_fingerprint or f"hf-weights:{_base_weights_digest(model)}"
         self._model = HFModel.from_loaded(
             model, tokenizer, name=self.run, base_fingerprint=base, batch_size=self.batch_size
         )
-        self._base = self._evaluate_base(model, state)
+        self.base = self._evaluate_base(model, state)
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -209,8 +210,8 @@ class TrackingCallback(TrainerCallback):
                 continue
             value: Estimate | None = result.metrics[name].estimate
             delta = None
-            if gate.delta and self._base is not None and name in self._base.metrics:
-                delta = metric_delta([result.metrics[name]], [self._base.metrics[name]], seed=self.seed)
+            if gate.delta and self.base is not None and name in self.base.metrics:
+                delta = metric_delta([result.metrics[name]], [self.base.metrics[name]], seed=self.seed)
             checks.append(check_gate(gate, value, delta))
         return checks
 
