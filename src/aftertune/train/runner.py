@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 import warnings
@@ -116,7 +117,8 @@ def run_experiment(experiment: Experiment, progress: ProgressCallback | None = N
     spec, store = experiment.spec, ResultsStore(experiment.run_dir)
     ensure_tables(store)
     try:
-        evaluate_base(experiment, store, progress)
+        if _is_main_process():  # under accelerate launch, the first process evaluates
+            evaluate_base(experiment, store, progress)
         outcomes = []
         for arm in spec.arms:
             for seed in spec.seeds:
@@ -124,6 +126,10 @@ def run_experiment(experiment: Experiment, progress: ProgressCallback | None = N
         return outcomes
     finally:
         store.close()
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
 
 
 def evaluate_base(experiment: Experiment, store: ResultsStore, progress: ProgressCallback | None) -> None:

@@ -123,6 +123,8 @@ class TrackingCallback(TrainerCallback):
                 "TrackingCallback needs the trainer's model and tokenizer: pass `processing_class=tokenizer` "
                 "(or `tokenizer=`) to the trainer."
             )
+        if not state.is_world_process_zero:
+            return  # with several processes (accelerate/DDP) the first one evaluates
         base = self.base_fingerprint or f"hf-weights:{_base_weights_digest(model)}"
         self._model = HFModel.from_loaded(
             model, tokenizer, name=self.run, base_fingerprint=base, batch_size=self.batch_size
@@ -133,12 +135,19 @@ class TrackingCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         if self.every and state.global_step % self.every == 0:
-            self._evaluate(state, control)
+            if state.is_world_process_zero:
+                self._evaluate(state, control)
+            _share_stop_decision(control)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if self.at_end and not self.stopped_by and state.global_step not in self._evaluated:
+        if (
+            self.at_end
+            and state.is_world_process_zero
+            and not self.stopped_by
+            and state.global_step not in self._evaluated
+        ):
             self._evaluate(state, control)
 
     def on_save(
@@ -214,6 +223,19 @@ class TrackingCallback(TrainerCallback):
                 delta = metric_delta([result.metrics[name]], [self.base.metrics[name]], seed=self.seed)
             checks.append(check_gate(gate, value, delta))
         return checks
+
+
+def _share_stop_decision(control: TrainerControl) -> None:
+    """With several training processes only the first evaluates: every process takes its decision
+    to stop, so none is left waiting for the others at the next step."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        decision = [bool(control.should_training_stop)]
+        dist.broadcast_object_list(decision, src=0)
+        if decision[0]:
+            control.should_training_stop = True
+            control.should_save = True
 
 
 def _stored_result(store: ResultsStore, suite: Sequence[Eval], model: str | None) -> SuiteResult | None:
