@@ -186,6 +186,26 @@ def _train_stage(
     progress: ProgressCallback | None,
 ) -> tuple[bool, str]:
     """Train one stage; returns (stopped by a gate, the data note)."""
+    with warnings.catch_warnings():
+        # peft and TRL ask the model the deprecated `is_gradient_checkpointing`: nothing a user can fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return _train_stage_quietly(
+            experiment, store, arm, seed, index, stage, data, previous_adapter, step_offset, progress
+        )
+
+
+def _train_stage_quietly(
+    experiment: Experiment,
+    store: ResultsStore,
+    arm: str,
+    seed: int,
+    index: int,
+    stage: Stage,
+    data: TrainingData,
+    previous_adapter: Path | None,
+    step_offset: int,
+    progress: ProgressCallback | None,
+) -> tuple[bool, str]:
     import datasets
     import torch
     from datasets import Dataset
@@ -278,10 +298,7 @@ def _train_stage(
     tracking.attach(trainer)
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the CLI shows progress bars
     trainer.add_callback(_TrainingProgress(f"training {label} stage {index}", progress))
-    with warnings.catch_warnings():
-        # peft asks the model the deprecated `is_gradient_checkpointing`; nothing for a user to fix
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        trainer.train(resume_from_checkpoint=last_complete_checkpoint(folder))
+    trainer.train(resume_from_checkpoint=last_complete_checkpoint(folder))
     if tracking.stopped_by:
         return True, note
     final = folder / "final"
