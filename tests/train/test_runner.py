@@ -75,6 +75,7 @@ def test_a_failed_gate_stops_runs_and_the_command_says_so(tmp_path: Path) -> Non
     assert again.exit_code == GATE_STOPPED_EXIT, "a stopped run stays stopped: nothing is retrained"
 
 
+@pytest.mark.slow
 def test_full_fine_tuning(tmp_path: Path) -> None:
     code, output, summary = run(tmp_path, "task_loss/loss rise > 5", extra="full_finetune: true")
     assert code == 0, output
