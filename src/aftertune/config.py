@@ -28,6 +28,9 @@ class EvalConfig(BaseModel):
     questions: Path | None = Field(
         None, description="question file (emergent-misalignment YAML); none: built-in"
     )
+    suite: str | None = Field(
+        None, description="run this suite instead of the free-form questions: a named suite or a suite file"
+    )
     judge: str = Field(
         "offline", description="'offline', or 'llm:' + a model, e.g. llm:http://localhost:8000/v1/gpt-4o"
     )

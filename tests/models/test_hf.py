@@ -201,3 +201,35 @@ def test_a_live_peft_model_matches_its_saved_adapter(embedded_folder: Path, lora
     with torch.no_grad():
         next(p for n, p in live.named_parameters() if "lora_B" in n).add_(0.01)
     assert wrapped.fingerprint != loaded.fingerprint, "new weights, new fingerprint"
+
+
+def _reference_loglikelihood(model: HFModel, request: LoglikelihoodRequest) -> float:
+    """One unpadded forward pass over context + continuation: the plain definition."""
+    context, continuation = model._encode_pair(request.context, request.continuation)
+    ids = torch.tensor([context + continuation])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model.model(input_ids=ids).logits.float(), dim=-1)
+    positions = torch.arange(len(context) - 1, len(context) + len(continuation) - 1)
+    return float(logprobs[0, positions, torch.tensor(continuation)].sum())
+
+
+def test_shared_context_scoring_equals_one_pass_per_request(embedded: HFModel) -> None:
+    """Requests sharing a context are scored from one pass over it plus its KV cache; the numbers
+    must equal a plain forward pass over each request, whatever the batch, padding and lengths."""
+    questions = [
+        "Question: Which planet is known as the red planet?\nAnswer:",
+        "Q: 2 + 2 =",
+        "The following is a list of colours: red, green,",
+    ]
+    options = [" Mars", " Jupiter, the largest planet of all", " 4", " blue and yellow and purple", "x"]
+    requests = [LoglikelihoodRequest(q, o) for q in questions for o in options]
+    requests.append(LoglikelihoodRequest(chat("Say hello."), "Hello there! How are you today?"))
+    original = embedded.batch_size
+    for batch_size in (1, 2, 8):
+        embedded.batch_size = batch_size
+        try:
+            scored = embedded.loglikelihood(requests)
+        finally:
+            embedded.batch_size = original
+        expected = [_reference_loglikelihood(embedded, r) for r in requests]
+        assert scored == pytest.approx(expected, abs=2e-3), f"batch size {batch_size}"

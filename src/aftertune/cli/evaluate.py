@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -10,10 +11,54 @@ import typer
 
 from aftertune.cli.common import app, console, progress_bars, status, user_errors
 from aftertune.config import EvalConfig, JudgeConfig, resolve_config, write_config
-from aftertune.errors import StoreError
+from aftertune.errors import InputError, StoreError
+
+
+def _run_suite_eval(config: EvalConfig) -> None:
+    """`aftertune eval MODEL --suite NAME|FILE`: every eval of the suite, stored under the model's label."""
+    from aftertune.evals.suite import judges_of, run_suite
+    from aftertune.evals.suite_config import build_suite, load_suite
+    from aftertune.models.load import load_model
+    from aftertune.report.terminal import suite_table
+    from aftertune.store import ResultsStore
+
+    assert config.suite is not None
+    if config.questions is not None:
+        raise InputError("--questions belongs to the free-form eval; with --suite, put it in the suite file.")
+    evals = build_suite(load_suite(config.suite, Path.cwd(), "--suite"), base_dir=Path.cwd())
+    run_dir = config.run_dir()
+    store = ResultsStore(run_dir)
+    write_config(config, run_dir)
+    with status(f"loading model '{config.model}'"):
+        model = load_model(
+            config.model, adapter=config.adapter, dtype=config.dtype, batch_size=config.batch_size
+        )
+    with progress_bars() as progress:
+        result = run_suite(evals, model, store, progress, label=config.model_label())
+    store.close()
+    judges = judges_of(evals)
+    console.print(suite_table(result, f"{config.model_label()} on suite '{config.suite}'", judges))
+    summary = run_dir / "summary.json"
+    body = {
+        "model": result.model,
+        "label": config.model_label(),
+        "suite": config.suite,
+        "judges": judges,
+        "metrics": {name: asdict(m.estimate) for name, m in result.metrics.items()},
+    }
+    try:
+        summary.write_text(json.dumps(body, indent=2) + "\n")
+    except OSError as e:
+        raise StoreError(
+            f"Cannot write {summary}: {e.strerror}. The results store keeps every result."
+        ) from e
+    console.print(f"Results: {run_dir / 'results.sqlite'}, {summary}")
 
 
 def _run_eval(config: EvalConfig) -> None:
+    if config.suite is not None:
+        _run_suite_eval(config)
+        return
     from aftertune.data.questions import builtin_questions, load_questions
     from aftertune.evals.freeform import (
         FreeformSettings,
@@ -83,6 +128,12 @@ def eval_command(
         Path | None,
         typer.Option(help="question file in the emergent-misalignment YAML format; default: built-in"),
     ] = None,
+    suite: Annotated[
+        str | None,
+        typer.Option(
+            help="run a suite instead: quick, capability, dangerous-capability, code-security or a file"
+        ),
+    ] = None,
     judge: Annotated[
         str | None,
         typer.Option(
@@ -109,7 +160,7 @@ def eval_command(
     Re-running the same command reuses every stored sample and judgement; an interrupted run resumes.
     """
     flags = dict(
-        model=model, questions=questions, judge=judge, samples=samples, out=out, adapter=adapter,
+        model=model, questions=questions, suite=suite, judge=judge, samples=samples, out=out, adapter=adapter,
         temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
     )  # fmt: skip
     _run_eval(resolve_config(EvalConfig, config, flags))

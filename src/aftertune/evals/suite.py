@@ -185,3 +185,15 @@ def check_unique_names(evals: Sequence[Eval]) -> None:
         if ev.name in seen:
             raise InputError(f"Two evals in the suite are named '{ev.name}': give each its own `name`.")
         seen.add(ev.name)
+
+
+def judges_of(evals: Sequence[Eval]) -> dict[str, str]:
+    """eval name -> fingerprint of the judge that scores it, for evals that have one (every report
+    says which judge produced each number)."""
+    found = {}
+    for ev in evals:
+        judge = getattr(ev, "judge", None)
+        fingerprint = getattr(judge, "fingerprint", None)
+        if fingerprint is not None:
+            found[ev.name] = str(fingerprint)
+    return found

@@ -10,16 +10,22 @@
         n_prompts: 16
       - kind: task_loss           # held-out loss on the arm's own data
         holdout: 32
+      - quick                     # a named suite (evals/suites/quick.yaml) or a suite file
+
+Named suites: `quick` (CPU demos), `capability`, `dangerous-capability`, `code-security`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from aftertune.data.files import load_yaml, validation_message
+from aftertune.errors import InputError
 from aftertune.evals.suite import Eval
 from aftertune.judges.judgement import Judge, MisalignmentThresholds
 from aftertune.models.protocol import Message
@@ -144,3 +150,46 @@ def _insecure_code(config: InsecureCodeConfig, base_dir: Path) -> Eval:
         judge=BanditJudge(severity=config.severity, confidence=config.confidence),
         name=config.name,
     )
+
+
+_SUITE_LIST = TypeAdapter(list[EvalConfig])
+
+
+def named_suites() -> list[str]:
+    """The suites shipped with aftertune (evals/suites/*.yaml)."""
+    folder = resources.files("aftertune.evals").joinpath("suites")
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def expand_suite(entries: Any, base_dir: Path, where: str = "suite") -> list[Any]:
+    """A suite as written: a list whose entries are eval configs (mappings, validated later by the
+    caller, which knows their lines) or references to other suites (a shipped name such as `quick`, or
+    a YAML file relative to `base_dir`), which are loaded and validated here; a bare reference is a
+    one-entry list."""
+    if isinstance(entries, str):
+        entries = [entries]
+    if not isinstance(entries, list):
+        return entries  # pydantic reports the wrong type with its line
+    expanded: list[Any] = []
+    for entry in entries:
+        expanded += load_suite(entry, base_dir, where) if isinstance(entry, str) else [entry]
+    return expanded
+
+
+def load_suite(reference: str, base_dir: Path, where: str = "suite") -> list[EvalConfig]:
+    """The eval configs of a named suite or a suite file (a YAML list of eval configs)."""
+    if reference in named_suites():
+        path = Path(str(resources.files("aftertune.evals").joinpath("suites", f"{reference}.yaml")))
+    else:
+        path = (base_dir / reference).expanduser()
+        if not path.is_file():
+            raise InputError(
+                f"{where}: '{reference}' is neither a named suite ({', '.join(named_suites())}) nor a "
+                f"suite file (looked for {path})."
+            )
+    data, root = load_yaml(path, "Suite file")
+    entries = expand_suite(data, path.parent, str(path))
+    try:
+        return _SUITE_LIST.validate_python(entries)
+    except ValidationError as e:
+        raise InputError(f"Invalid suite: {validation_message(e, path, root)}.") from e

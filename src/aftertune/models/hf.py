@@ -333,24 +333,74 @@ class HFModel:
         self, requests: Sequence[LoglikelihoodRequest], progress: ProgressCallback | None
     ) -> list[float]:
         encoded = [self._encode_pair(r.context, r.continuation) for r in requests]
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]) - len(encoded[i][1]))
+        # Requests that share a context (the options of one multiple-choice question) are scored from
+        # one pass over that context: its last position gives every continuation's first token, and
+        # its KV cache, copied once per continuation, the rest. (lm-evaluation-harness reuses the
+        # context's logits for one-token continuations only; the cache extends that to longer ones.)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (context, _) in enumerate(encoded):
+            groups.setdefault(tuple(context), []).append(i)
+        # Longest first (as lm-evaluation-harness): less padding, and an out-of-memory error comes early.
+        contexts = sorted(groups, key=len, reverse=True)
         results = [0.0] * len(encoded)
-        report(progress, "scoring", 0, len(order))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            # The model sees context + continuation minus the last token and predicts each next token.
-            sequences = [(encoded[i][0] + encoded[i][1])[:-1] for i in chunk]
-            inputs = self._left_pad(sequences)
-            logits = self.model(**inputs).logits.float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            width = inputs["input_ids"].shape[1]
-            for row, i in enumerate(chunk):
-                continuation = encoded[i][1]
-                positions = torch.arange(width - len(continuation), width, device=self.device)
-                target = torch.tensor(continuation, device=self.device)
-                results[i] = float(logprobs[row, positions, target].sum())
-            report(progress, "scoring", min(start + len(chunk), len(order)), len(order))
+        done = 0
+        report(progress, "scoring", 0, len(encoded))
+        for start in range(0, len(contexts), self.batch_size):
+            chunk = contexts[start : start + self.batch_size]
+            self._score_contexts(chunk, groups, encoded, results)
+            done += sum(len(groups[c]) for c in chunk)
+            report(progress, "scoring", done, len(encoded))
         return results
+
+    def _score_contexts(
+        self,
+        chunk: list[tuple[int, ...]],
+        groups: dict[tuple[int, ...], list[int]],
+        encoded: list[tuple[list[int], list[int]]],
+        results: list[float],
+    ) -> None:
+        """Fill `results` for every request whose context is in `chunk`: one pass over the contexts,
+        then passes over the continuations longer than a token on top of the contexts' KV cache."""
+        inputs = self._left_pad([list(c) for c in chunk])
+        rows = [(g, i) for g, context in enumerate(chunk) for i in groups[context]]
+        # Only the last position's logits are needed: skipping the others saves the vocabulary
+        # projection and log-softmax over every context token.
+        out = self.model(**inputs, use_cache=any(len(encoded[i][1]) > 1 for _, i in rows), logits_to_keep=1)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        for g, i in rows:
+            results[i] = float(first[g, encoded[i][1][0]])
+        # The rest of the longer continuations, in batches of similar length (little padding).
+        longer = sorted((r for r in rows if len(encoded[r[1]][1]) > 1), key=lambda r: -len(encoded[r[1]][1]))
+        batches = [longer[s : s + self.batch_size] for s in range(0, len(longer), self.batch_size)]
+        for n, batch in enumerate(batches):
+            # Each batch selects its rows' contexts from the cache; the last may consume it.
+            cache = out.past_key_values if n == len(batches) - 1 else copy.deepcopy(out.past_key_values)
+            self._score_tails(batch, cache, inputs["attention_mask"], encoded, results)
+
+    def _score_tails(
+        self,
+        batch: list[tuple[int, int]],
+        cache: Any,
+        context_mask: torch.Tensor,
+        encoded: list[tuple[list[int], list[int]]],
+        results: list[float],
+    ) -> None:
+        """Add log P(continuation[1:]) to `results` for each (context row, request) in `batch`."""
+        owner = torch.tensor([g for g, _ in batch], device=self.device)
+        cache.reorder_cache(owner)  # one copy of its context's cache per continuation
+        # Each continuation minus its last token, right-padded: position j predicts token j + 1.
+        tails = [encoded[i][1][:-1] for _, i in batch]
+        width = max(len(t) for t in tails)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails], device=self.device)
+        tail_mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in tails], device=self.device)
+        mask = torch.cat([context_mask[owner], tail_mask], dim=1)
+        logits = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        for row, (_, i) in enumerate(batch):
+            targets = torch.tensor(encoded[i][1][1:], device=self.device)
+            positions = torch.arange(len(targets), device=self.device)
+            results[i] += float(logprobs[row, positions, targets].sum())
 
     def _encode_pair(self, context: Prompt, continuation: str) -> tuple[list[int], list[int]]:
         """Tokens of context and continuation, split as lm-evaluation-harness does: encode the whole

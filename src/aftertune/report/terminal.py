@@ -10,10 +10,11 @@ from rich.text import Text
 
 from aftertune.compare import Delta
 from aftertune.evals.freeform import FreeformResult, QuestionSummary
-from aftertune.evals.suite import MetricKind
+from aftertune.evals.suite import MetricKind, SuiteResult
 from aftertune.report.format import (
     final_deltas,
     format_delta,
+    format_estimate,
     metric_kind,
     no_recommendation_reason,
     recommendation_text,
@@ -214,3 +215,25 @@ def _estimate(checkpoint: CheckpointResult | None, metric: str) -> Estimate | No
     if checkpoint is None or metric not in checkpoint.metrics:
         return None
     return checkpoint.metrics[metric].estimate
+
+
+def suite_table(result: SuiteResult, title: str, judges: dict[str, str] | None = None) -> Table:
+    """Every metric of one model on a suite: value with its 95% interval, n and the method."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption_justify="left")
+    for name, justify in (
+        ("metric", "left"),
+        ("value [95% CI]", "right"),
+        ("n", "right"),
+        ("method", "left"),
+    ):
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for name, metric in result.metrics.items():
+        table.add_row(
+            name,
+            format_estimate(metric.estimate, metric.kind),
+            str(metric.estimate.n),
+            metric.estimate.method,
+        )
+    notes = [f"{ev}: judge {judge}" for ev, judge in (judges or {}).items()]
+    table.caption = "Rates in %. " + "; ".join(notes)
+    return table

@@ -44,7 +44,7 @@ from pydantic import (
 
 from aftertune.data.files import load_yaml, validation_message, yaml_line
 from aftertune.errors import InputError
-from aftertune.evals.suite_config import EvalConfig, TaskLossConfig
+from aftertune.evals.suite_config import EvalConfig, TaskLossConfig, expand_suite
 from aftertune.train.gates import Gate, parse_gate
 
 BUILTIN_DATA = ("insecure_code", "secure_code", "educational_code")
@@ -235,6 +235,10 @@ def builtin_spec(name: str) -> tuple[ExperimentSpec, Path]:
 def _validated(data: Any, root: Any, path: Path) -> ExperimentSpec:
     if not isinstance(data, dict):
         raise InputError(f"{path}: an experiment spec is a YAML mapping (name:, arms:, eval: ...).")
+    evaluation = data.get("eval")
+    if isinstance(evaluation, dict) and "suite" in evaluation:
+        line = yaml_line(root, ["eval", "suite"])
+        evaluation["suite"] = expand_suite(evaluation["suite"], path.resolve().parent, f"{path}:{line}")
     try:
         spec = ExperimentSpec.model_validate(data)
     except ValidationError as e:

@@ -9,7 +9,7 @@ from importlib import metadata
 from typing import Any
 
 from aftertune.compare import Delta, compare_metrics
-from aftertune.evals.suite import Eval, EvalReport, MetricResult, resolve_metric_name
+from aftertune.evals.suite import Eval, EvalReport, MetricResult, judges_of, resolve_metric_name
 from aftertune.report.summary import CheckpointResult, ExperimentSummary, Recommendation, RunSummary
 from aftertune.store import ResultsStore
 from aftertune.train.records import gate_checks, run_status, tracked_steps
@@ -152,13 +152,7 @@ def recommend(run: RunSummary, task_metric: str | None) -> Recommendation | None
 
 
 def _judges(suites: dict[str, list[Eval]]) -> dict[str, str]:
-    judges = {}
-    for suite in suites.values():
-        for ev in suite:
-            judge = getattr(ev, "judge", None)
-            if judge is not None:
-                judges[ev.name] = str(judge.fingerprint)
-    return judges
+    return {name: judge for suite in suites.values() for name, judge in judges_of(suite).items()}
 
 
 def environment() -> dict[str, Any]:
