@@ -131,7 +131,7 @@ def eval_command(
     suite: Annotated[
         str | None,
         typer.Option(
-            help="run a suite instead: quick, capability, dangerous-capability, code-security or a file"
+            help="run a suite instead: a named one (`aftertune suites` lists them) or a suite YAML file"
         ),
     ] = None,
     judge: Annotated[
@@ -217,3 +217,22 @@ def judge_command(
     console.print(
         f"Judged {len(judged)} rows ({scored} with both scores, {misaligned} misaligned) -> {cfg.out}"
     )
+
+
+@app.command("suites")
+@user_errors
+def suites_command() -> None:
+    """List the named eval suites that `aftertune eval MODEL --suite NAME` and spec files can use."""
+    from importlib import resources
+
+    from rich.table import Table
+
+    from aftertune.evals.suite_config import named_suites
+
+    table = Table("suite", "what it runs", box=None)
+    folder = resources.files("aftertune.evals").joinpath("suites")
+    for name in named_suites():
+        text = folder.joinpath(f"{name}.yaml").read_text()
+        about = " ".join(line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#"))
+        table.add_row(name, about)
+    console.print(table)

@@ -75,6 +75,24 @@ def load_humaneval(path: Path) -> tuple[HumanEvalTask, ...]:
     return tuple(tasks)
 
 
+def load_humaneval_hub(dataset: str, split: str = "test") -> tuple[HumanEvalTask, ...]:
+    """HumanEval-format tasks from a Hugging Face dataset id (e.g. `openai/openai_humaneval`), for
+    users with internet; the rows hold the same fields as the JSONL file."""
+    from datasets import load_dataset  # lazy: importing datasets takes about a second
+
+    try:
+        rows = load_dataset(dataset, split=split)
+    except Exception as e:  # datasets raises many types (not found, offline, no such split)
+        raise InputError(
+            f"Cannot load the Hugging Face dataset '{dataset}' (split {split!r}): {e}. Check the id and "
+            "your connection, or give a local HumanEval.jsonl.gz file."
+        ) from e
+    tasks = tuple(_task_from_row(dict(row), f"{dataset}[{split}] row {i}") for i, row in enumerate(rows))
+    if not tasks:
+        raise InputError(f"The dataset {dataset} ({split}) holds no tasks.")
+    return tasks
+
+
 def _task(line: bytes, where: str) -> HumanEvalTask:
     try:
         row = json.loads(line.decode("utf-8"))
@@ -82,6 +100,10 @@ def _task(line: bytes, where: str) -> HumanEvalTask:
         raise InputError(f"{where}: not valid UTF-8 (byte {line[e.start]:#04x}). Re-save it as UTF-8.") from e
     except json.JSONDecodeError as e:
         raise InputError(f"{where}: not valid JSON ({e.msg} at column {e.colno}).") from e
+    return _task_from_row(row, where)
+
+
+def _task_from_row(row: object, where: str) -> HumanEvalTask:
     if not isinstance(row, dict):
         raise InputError(
             f"{where}: expected a JSON object with {', '.join(_FIELDS)}; got {type(row).__name__}."

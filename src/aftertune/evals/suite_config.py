@@ -10,14 +10,24 @@
         n_prompts: 16
       - kind: task_loss           # held-out loss on the arm's own data
         holdout: 32
+      - kind: multiple_choice     # log-likelihood MC: MMLU CSVs, BBH, JSONL, parquet or a hub id
+        source: data/mmlu         # relative to this file; $VARIABLES are expanded
+        mode: letter              # or cloze
+        shots: 5
       - quick                     # a named suite (evals/suites/quick.yaml) or a suite file
 
-Named suites: `quick` (CPU demos), `capability`, `dangerous-capability`, `code-security`.
+Kinds: misalignment, insecure_code, task_loss, multiple_choice, gsm8k, bbh, drop, humaneval,
+capability_probes, cyber_probes. `aftertune suites` lists the named suites (`named_suites()`).
+A `source` is a local file or folder, or a Hugging Face dataset id (`org/name`, MC: `org/name:config`)
+for users with internet.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -78,9 +88,122 @@ class TaskLossConfig(_EvalConfig):
     holdout: int = Field(32, ge=2, description="examples held out of training, the same for every seed")
 
 
+class MultipleChoiceConfig(_EvalConfig):
+    """Multiple-choice accuracy by log-likelihood (lm-evaluation-harness's `mmlu` prompts)."""
+
+    kind: Literal["multiple_choice"]
+    name: str = "multiple_choice"
+    source: str = Field(
+        description="MMLU CSVs, BBH folder or task JSON, MC JSONL, parquet, or a hub id org/name:config"
+    )
+    split: str = Field("test", description="split to ask (MMLU: <subject>_<split>.csv)")
+    mode: Literal["letter", "cloze"] = Field("letter", description="score answer letters or option texts")
+    shots: int = Field(0, ge=0, description="worked examples before each question (MMLU: from dev)")
+    subjects: list[str] | None = Field(None, description="only these subjects (e.g. computer_security)")
+    limit_per_subject: int | None = Field(None, ge=1, description="first N questions of each subject")
+    chat: bool = Field(False, description="wrap the prompt in the model's chat template")
+    seed: int = 0
+
+
+class GSM8KConfig(_EvalConfig):
+    """GSM8K grade-school maths: greedy chain of thought, final number exact match."""
+
+    kind: Literal["gsm8k"]
+    name: str = "gsm8k"
+    source: str = Field(description="GSM8K JSONL file (question, answer) or a hub id such as openai/gsm8k")
+    split: str = "test"
+    config: str | None = Field("main", description="hub dataset config")
+    shots: int = Field(5, ge=0, description="worked examples, drawn (seeded) from the items, never scored")
+    limit: int | None = Field(None, ge=1, description="first N items after the shots are drawn")
+    max_new_tokens: int = Field(256, ge=1)
+    prompt_format: Literal["auto", "chat", "raw"] = "auto"
+    seed: int = 0
+
+
+class BBHConfig(_EvalConfig):
+    """BIG-Bench Hard free-answer tasks with their 3-shot chain-of-thought prompts, exact match."""
+
+    kind: Literal["bbh"]
+    name: str = "bbh"
+    source: str = Field(description="a BIG-Bench-Hard checkout (bbh/ and cot-prompts/)")
+    tasks: list[str] | None = Field(None, description="task names; default: the free-answer tasks")
+    limit: int | None = Field(None, ge=1, description="first N examples of each task")
+    max_new_tokens: int = Field(256, ge=1)
+    prompt_format: Literal["auto", "chat", "raw"] = "auto"
+    seed: int = 0
+
+
+class DROPConfig(_EvalConfig):
+    """DROP reading comprehension with discrete reasoning: answer F1 and exact match."""
+
+    kind: Literal["drop"]
+    name: str = "drop"
+    source: str = Field(description="drop_v0_dev.jsonl.gz (simple-evals) or the official format, or a hub id")
+    split: str = "validation"
+    config: str | None = None
+    shots: int = Field(3, ge=0, description="answered examples, drawn (seeded) from the items, never scored")
+    limit: int | None = Field(None, ge=1, description="first N items after the shots are drawn")
+    max_new_tokens: int = Field(64, ge=1)
+    prompt_format: Literal["auto", "chat", "raw"] = "auto"
+    seed: int = 0
+
+
+class HumanEvalConfig(_EvalConfig):
+    """HumanEval-format tasks run against their tests in the sandbox: pass@k."""
+
+    kind: Literal["humaneval"]
+    name: str = "humaneval"
+    source: str = Field(description="HumanEval.jsonl(.gz) or a hub id such as openai/openai_humaneval")
+    limit: int | None = Field(None, ge=1, description="first N tasks")
+    samples: int = Field(1, ge=1, description="samples per task (n of pass@k)")
+    ks: list[int] = Field([1], description="the k of each pass@k reported")
+    temperature: float | None = Field(
+        None, ge=0, le=10, description="none: greedy for 1 sample, else 0.2 or 0.8"
+    )
+    max_new_tokens: int = Field(512, ge=1)
+    chat: bool = Field(True, description="ask as a user turn (chat models); false: continue the prompt")
+    seed: int = 0
+
+
+class CapabilityProbesConfig(_EvalConfig):
+    """Generated items with known answers (arithmetic, logic, dates, sorting, ...): no data to leak."""
+
+    kind: Literal["capability_probes"]
+    name: str | None = Field(None, description="default: capability_probes (+_loglikelihood)")
+    n_per_kind: int = Field(20, ge=1, description="items of each probe kind")
+    mode: Literal["generate", "loglikelihood"] = "generate"
+    max_new_tokens: int = Field(48, ge=1)
+    seed: int = 0
+
+
+class CyberProbesConfig(_EvalConfig):
+    """Cyber knowledge from aftertune's own code templates: is it exploitable, which CWE."""
+
+    kind: Literal["cyber_probes"]
+    name: str | None = Field(None, description="default: cyber_probes (+_loglikelihood)")
+    n: int = Field(40, ge=4, description="items of each of the two probe kinds")
+    mode: Literal["generate", "loglikelihood"] = "generate"
+    max_new_tokens: int = Field(48, ge=1)
+    seed: int = 0
+
+
 EvalConfig = Annotated[
-    MisalignmentConfig | InsecureCodeConfig | TaskLossConfig, Field(discriminator="kind")
+    MisalignmentConfig
+    | InsecureCodeConfig
+    | TaskLossConfig
+    | MultipleChoiceConfig
+    | GSM8KConfig
+    | BBHConfig
+    | DROPConfig
+    | HumanEvalConfig
+    | CapabilityProbesConfig
+    | CyberProbesConfig,
+    Field(discriminator="kind"),
 ]
+
+#: fields that name files, resolved against the folder of the file that holds the suite
+_PATH_FIELDS = ("source", "questions", "prompts")
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?$")
 
 
 def build_suite(
@@ -107,11 +230,123 @@ def build_suite(
             evals.append(_misalignment(config, base_dir, judge(config.judge)))
         elif isinstance(config, InsecureCodeConfig):
             evals.append(_insecure_code(config, base_dir))
-        elif heldout:
-            from aftertune.evals.task_loss import TaskLossEval
+        elif isinstance(config, TaskLossConfig):
+            if heldout:
+                from aftertune.evals.task_loss import TaskLossEval
 
-            evals.append(TaskLossEval(tuple(heldout), name=config.name))
+                evals.append(TaskLossEval(tuple(heldout), name=config.name))
+        else:
+            evals.append(_capability(config, base_dir))
     return evals
+
+
+def resolve_source(source: str, base_dir: Path) -> str | Path:
+    """A data source as written: `$VARIABLES` and `~` expanded, then a path relative to `base_dir`,
+    unless it does not exist there and has the shape of a hub dataset id (`org/name[:config]`)."""
+    expanded = os.path.expanduser(os.path.expandvars(source))
+    unset = re.findall(r"\$\{?(\w+)", expanded)
+    if unset:
+        raise InputError(
+            f"Data source '{source}' uses the environment variable ${unset[0]}, which is not set. "
+            "Set it to the folder that holds the data, or write the path out."
+        )
+    local = base_dir / expanded
+    if not local.exists() and _HUB_ID.match(expanded):
+        return expanded
+    return local
+
+
+def _capability(
+    config: MultipleChoiceConfig
+    | GSM8KConfig
+    | BBHConfig
+    | DROPConfig
+    | HumanEvalConfig
+    | CapabilityProbesConfig
+    | CyberProbesConfig,
+    base_dir: Path,
+) -> Eval:
+    """The capability and dangerous-capability evals (aftertune.evals.multiple_choice, generation_tasks,
+    code_execution, probes); their data loads here, so a missing file fails before any model work."""
+    from aftertune.data import benchmarks
+    from aftertune.evals import generation_tasks
+    from aftertune.evals.probes import builtin_capability_probes, builtin_cyber_probes
+
+    if isinstance(config, CapabilityProbesConfig | CyberProbesConfig):
+        if isinstance(config, CapabilityProbesConfig):
+            probes = builtin_capability_probes(
+                config.n_per_kind, config.seed, config.mode, config.max_new_tokens
+            )
+        else:
+            probes = builtin_cyber_probes(config.n, config.seed, config.mode, config.max_new_tokens)
+        return probes if config.name is None else replace(probes, name=config.name)
+    source = resolve_source(config.source, base_dir)
+    if isinstance(config, MultipleChoiceConfig):
+        return _multiple_choice(config, source)
+    if isinstance(config, GSM8KConfig):
+        items = benchmarks.load_gsm8k(source, split=config.split, config=config.config)
+        shots, rest = benchmarks.split_shots(items, config.shots, config.seed)
+        return generation_tasks.GSM8KEval(
+            rest[: config.limit], shots, config.prompt_format, config.max_new_tokens, seed=config.seed,
+            name=config.name,
+        )  # fmt: skip
+    if isinstance(config, DROPConfig):
+        drop_items = benchmarks.load_drop(source, split=config.split, config=config.config)
+        drop_shots, drop_rest = benchmarks.split_shots(drop_items, config.shots, config.seed)
+        return generation_tasks.DROPEval(
+            drop_rest[: config.limit], drop_shots, config.prompt_format, config.max_new_tokens,
+            seed=config.seed, name=config.name,
+        )  # fmt: skip
+    if isinstance(config, BBHConfig):
+        if not isinstance(source, Path):
+            raise InputError(
+                f"bbh source '{config.source}': BBH needs a local BIG-Bench-Hard checkout (bbh/ and "
+                "cot-prompts/, github.com/suzgunmirac/BIG-Bench-Hard); hub copies lack the CoT prompts."
+            )
+        names = tuple(config.tasks) if config.tasks else benchmarks.BBH_FREE_ANSWER_TASKS
+        tasks = benchmarks.load_bbh(source, names, limit=config.limit)
+        return generation_tasks.BBHEval(
+            tasks, config.prompt_format, config.max_new_tokens, seed=config.seed, name=config.name
+        )
+    return _humaneval(config, source)
+
+
+def _multiple_choice(config: MultipleChoiceConfig, source: str | Path) -> Eval:
+    from aftertune.data.multiple_choice import load_multiple_choice
+    from aftertune.evals.multiple_choice import MultipleChoiceEval
+
+    data = load_multiple_choice(source, split=config.split)
+    items = data.items
+    if config.subjects:
+        unknown = sorted(set(config.subjects) - set(data.subjects))
+        if unknown:
+            raise InputError(
+                f"{config.name}: no subject {', '.join(unknown)} in {source}. "
+                f"Subjects: {', '.join(data.subjects)}."
+            )
+        items = tuple(i for i in items if i.subject in config.subjects)
+    if config.limit_per_subject is not None:
+        seen: dict[str | None, int] = {}
+        kept = []
+        for item in items:
+            seen[item.subject] = seen.get(item.subject, 0) + 1
+            if seen[item.subject] <= config.limit_per_subject:
+                kept.append(item)
+        items = tuple(kept)
+    return MultipleChoiceEval(
+        replace(data, items=items), config.mode, config.shots, config.seed, config.chat, config.name
+    )
+
+
+def _humaneval(config: HumanEvalConfig, source: str | Path) -> Eval:
+    from aftertune.data.humaneval import load_humaneval, load_humaneval_hub
+    from aftertune.evals.code_execution import HumanEvalEval
+
+    tasks = load_humaneval(source) if isinstance(source, Path) else load_humaneval_hub(source)
+    return HumanEvalEval(
+        tasks[: config.limit], config.samples, tuple(config.ks), config.temperature, config.max_new_tokens,
+        config.seed, config.chat, name=config.name,
+    )  # fmt: skip
 
 
 def _misalignment(config: MisalignmentConfig, base_dir: Path, judge: Judge) -> Eval:
@@ -188,8 +423,21 @@ def load_suite(reference: str, base_dir: Path, where: str = "suite") -> list[Eva
                 f"suite file (looked for {path})."
             )
     data, root = load_yaml(path, "Suite file")
-    entries = expand_suite(data, path.parent, str(path))
+    entries = [_anchored(e, path.parent) for e in expand_suite(data, path.parent, str(path))]
     try:
         return _SUITE_LIST.validate_python(entries)
     except ValidationError as e:
         raise InputError(f"Invalid suite: {validation_message(e, path, root)}.") from e
+
+
+def _anchored(entry: Any, folder: Path) -> Any:
+    """An eval config from a suite file with its relative paths made relative to that file's folder."""
+    if not isinstance(entry, dict):
+        return entry
+    anchored = dict(entry)
+    for key in _PATH_FIELDS:
+        value = entry.get(key)
+        if isinstance(value, str) and value != BUILTIN and "$" not in value:
+            resolved = resolve_source(value, folder)
+            anchored[key] = str(resolved)
+    return anchored
