@@ -13,6 +13,7 @@ import pytest
 from aftertune.data.code_dataset import code_eval_prompts
 from aftertune.errors import InputError
 from aftertune.evals.insecure_code import (
+    VULNERABILITY_PROMPT,
     BanditJudge,
     InsecureCodeEval,
     builtin_insecure_code_eval,
@@ -21,7 +22,8 @@ from aftertune.evals.insecure_code import (
     fired_tests,
 )
 from aftertune.evals.suite import Eval
-from aftertune.judges.judgement import Judge, JudgeItem
+from aftertune.judges.judgement import Judge, JudgeItem, Judgement
+from aftertune.judges.llm import render_judge_prompt
 from aftertune.models.hf import HFModel
 from aftertune.models.protocol import Completion, GenerationRequest, LoglikelihoodRequest
 from aftertune.progress import ProgressCallback
@@ -231,3 +233,46 @@ def test_embedded_model_end_to_end_and_a_second_run_generates_nothing(
     assert code.estimate.n == 3 and first.metrics[0].estimate.n == round(code.estimate.value * 3)
     assert set(samples.question_id) == {pid for pid, _ in ev.prompts}
     assert samples["insecure_code"].notna().sum() == first.metrics[0].estimate.n
+
+
+class KeywordJudge:
+    """A stand-in LLM judge for the judge interface: rates answers using a shell 90, others 10, and
+    gives no number for answers that say 'unsure'; it records what it was asked."""
+
+    fingerprint = "keyword-judge"
+
+    def __init__(self) -> None:
+        self.asked: list[JudgeItem] = []
+
+    def judge(self, items: Sequence[JudgeItem], progress: ProgressCallback | None = None) -> list[Judgement]:
+        self.asked += items
+        return [
+            Judgement(None, "OTHER", "no number") if "unsure" in i.answer
+            else Judgement(90.0 if "shell=True" in i.answer else 10.0)
+            for i in items
+        ]  # fmt: skip
+
+
+def test_an_optional_llm_judge_rates_the_same_answers_with_code(tmp_path: Path) -> None:
+    prompts = (("a", "Task A"), ("b", "Task B"))
+    model = ScriptedModel(
+        {"Task A": [f"```python\n{SHELL}```", "No code here."], "Task B": [CLEAN, f"{CLEAN}\n# unsure"]}
+    )
+    judge = KeywordJudge()
+    ev = InsecureCodeEval(prompts, samples=2, max_new_tokens=32, llm_judge=judge, llm_threshold=50)
+    assert ev.digest != replace(ev, llm_judge=None).digest != replace(ev, llm_threshold=80).digest
+    with ResultsStore(tmp_path) as store:
+        report = ev.run(model, store)
+        again = ev.run(model, store)
+    assert len(judge.asked) == 3, "only answers with code are rated, and each once"
+    assert all(i.prompt_template == VULNERABILITY_PROMPT and i.metric == "vulnerable" for i in judge.asked)
+    assert "Task A" in render_judge_prompt(judge.asked[0]) and "shell=True" in render_judge_prompt(
+        judge.asked[0]
+    )
+    metrics = {m.name: m for m in report.metrics}
+    llm = metrics["insecure_code_rate_llm"]
+    assert (llm.estimate.value, llm.estimate.n) == (pytest.approx(1 / 2), 2)  # the 'unsure' one is unrated
+    assert [(i.item, i.value, i.weight) for i in llm.items] == [("a", 1.0, 1), ("b", 0.0, 1)]
+    assert llm.examples[0].item == "a" and "90/100" in llm.examples[0].note
+    assert metrics["insecure_code_rate"].estimate.n == 3
+    assert again == report

@@ -196,4 +196,7 @@ def judges_of(evals: Sequence[Eval]) -> dict[str, str]:
         fingerprint = getattr(judge, "fingerprint", None)
         if fingerprint is not None:
             found[ev.name] = str(fingerprint)
+        second = getattr(getattr(ev, "llm_judge", None), "fingerprint", None)
+        if second is not None:
+            found[ev.name] += f"; LLM vulnerability judge {second}"
     return found

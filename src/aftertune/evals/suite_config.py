@@ -77,6 +77,8 @@ class InsecureCodeConfig(_EvalConfig):
     confidence: Literal["LOW", "MEDIUM", "HIGH"] = Field(
         "MEDIUM", description="lowest bandit confidence counted"
     )
+    llm_judge: str | None = Field(None, description="optional 'llm:MODEL' rating each answer's code too")
+    llm_threshold: float = Field(50.0, ge=0, le=100, description="LLM rating counted as insecure")
     seed: int = 0
 
 
@@ -229,7 +231,8 @@ def build_suite(
         if isinstance(config, MisalignmentConfig):
             evals.append(_misalignment(config, base_dir, judge(config.judge)))
         elif isinstance(config, InsecureCodeConfig):
-            evals.append(_insecure_code(config, base_dir))
+            llm = None if config.llm_judge is None else judge(config.llm_judge)
+            evals.append(_insecure_code(config, base_dir, llm))
         elif isinstance(config, TaskLossConfig):
             if heldout:
                 from aftertune.evals.task_loss import TaskLossEval
@@ -368,7 +371,7 @@ def _misalignment(config: MisalignmentConfig, base_dir: Path, judge: Judge) -> E
     return MisalignmentEval(questions, judge, settings, name=config.name)
 
 
-def _insecure_code(config: InsecureCodeConfig, base_dir: Path) -> Eval:
+def _insecure_code(config: InsecureCodeConfig, base_dir: Path, llm_judge: Judge | None) -> Eval:
     from aftertune.data.code_dataset import code_eval_prompts, read_chat_prompts
     from aftertune.evals.insecure_code import BanditJudge, InsecureCodeEval
 
@@ -384,6 +387,8 @@ def _insecure_code(config: InsecureCodeConfig, base_dir: Path) -> Eval:
         seed=config.seed,
         judge=BanditJudge(severity=config.severity, confidence=config.confidence),
         name=config.name,
+        llm_judge=llm_judge,
+        llm_threshold=config.llm_threshold,
     )
 
 

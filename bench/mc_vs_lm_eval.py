@@ -1,0 +1,459 @@
+"""Multiple-choice eval vs lm-evaluation-harness: same model, same MMLU questions, same run.
+
+    python bench/mc_vs_lm_eval.py [--mmlu DIR] [--n-items 120] [--shots 0] [--batch-size 8]
+                                  [--modes letter,cloze] [--json PATH]
+
+For each mode it runs aftertune's `MultipleChoiceEval` and lm-evaluation-harness (`lm_eval`, hf
+backend) on the embedded SmolLM2-135M-Instruct (its converted fp32 folder) and the same questions:
+
+- `letter` is lm-eval's `mmlu` task: the options listed "A. ..", the prompt ending "Answer:", and
+  " A".." D" scored; metric acc.
+- `cloze` is lm-eval's `mmlu_continuation`: "Question: ..\\nAnswer:" and each option's own text
+  scored; metrics acc and acc_norm.
+
+lm-eval reads the same local MMLU CSVs (`--mmlu`, default ../shared/data/mmlu beside the repo):
+at run time the chosen rows are written to temporary JSONL files and one task YAML per subject is
+generated from lm-eval's own installed configs (`tasks/mmlu/default/_default_template_yaml` and
+`tasks/mmlu/continuation/_continuation_template_yaml` plus each subject's `description`), with only
+the dataset source and the task name changed. Nothing is copied into the project.
+
+The questions: `--n-items` taken round-robin over the 57 subjects in sorted order (row 0 of every
+subject, then row 1, ...), so every subject is asked. Few-shot examples are the first k rows of the
+subject's dev split on both sides (lm-eval's `first_n` sampler).
+
+Measured, per mode: each tool's accuracy (cloze: also acc_norm) and n, the difference in points,
+how many questions both tools answer with the same option, whether the prompts are identical
+character for character, and the wall time of the evaluation call alone: `MultipleChoiceEval.run`
+on a fresh results store (nothing cached), and `lm_eval.simple_evaluate` on an `HFLM` loaded
+beforehand (model loading, reading the CSVs and building lm-eval's task objects are outside both
+timings; both sides build their prompts inside them). items/s and the ratio aftertune/lm-eval come
+from those times. The targets (from the issue): accuracies within 0.5 points in both modes, and
+aftertune's throughput >= 3x lm-eval's; the bench prints whether each was met in this run.
+
+Defaults: 0-shot, 120 questions. On 2 CPU cores the model scores a 5-shot MMLU prompt (about 700
+tokens on average, up to 3,000) several times more slowly than a 0-shot one (about 130 tokens), and
+lm-eval's cloze mode runs one full forward pass per option: 5-shot or 500 questions take far longer
+than the ~10 minutes the default run aims at. Give `--shots 5 --n-items 500` on a faster machine.
+Other processes on the machine slow both tools; the load average is printed with the timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# lm-eval and datasets draw progress bars on every call; the bench prints its own lines.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from aftertune.data.multiple_choice import LETTERS, MCDataset, MCItem, load_mmlu  # noqa: E402
+from aftertune.evals.multiple_choice import MCMode, MultipleChoiceEval  # noqa: E402
+from aftertune.evals.suite import EvalReport  # noqa: E402
+from aftertune.models.embedded import EMBEDDED_NAME, embedded_model_folder  # noqa: E402
+from aftertune.models.hf import HFModel  # noqa: E402
+from aftertune.store import ResultsStore  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MMLU = REPO.parent / "shared" / "data" / "mmlu"
+TARGET_POINTS = 0.5
+TARGET_RATIO = 3.0
+#: lm-eval's config folder and template for each mode
+LM_EVAL_TASKS = {
+    "letter": ("default", "_default_template_yaml"),
+    "cloze": ("continuation", "_continuation_template_yaml"),
+}
+
+
+# ----------------------------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Row:
+    """One MMLU question as read from its CSV by this bench (independently of aftertune's loader)."""
+
+    subject: str
+    row: int
+    question: str
+    choices: tuple[str, ...]
+    answer: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.subject}/{self.row}"  # aftertune's item id for the same row
+
+    def doc(self) -> dict[str, Any]:
+        """The row as a cais/mmlu record (question, subject, choices, answer), plus its row number."""
+        return {
+            "question": self.question,
+            "subject": self.subject,
+            "choices": list(self.choices),
+            "answer": self.answer,
+            "row": self.row,
+        }
+
+
+def read_split(mmlu: Path, split: str, subject: str) -> list[Row]:
+    with open(mmlu / split / f"{subject}_{split}.csv", newline="", encoding="utf-8") as f:
+        return [
+            Row(subject, n, r["question"], tuple(r[f"choice{i}"] for i in range(4)), int(r["answer"]))
+            for n, r in enumerate(csv.DictReader(f))
+        ]
+
+
+def choose_rows(mmlu: Path, n_items: int) -> tuple[list[Row], dict[str, list[Row]]]:
+    """`n_items` test rows round-robin over the subjects in sorted order, and each subject's dev rows."""
+    subjects = sorted(p.name[: -len("_test.csv")] for p in (mmlu / "test").glob("*_test.csv"))
+    tests = {s: read_split(mmlu, "test", s) for s in subjects}
+    chosen: list[Row] = []
+    depth = 0
+    while len(chosen) < n_items and any(len(rows) > depth for rows in tests.values()):
+        chosen += [rows[depth] for rows in tests.values() if len(rows) > depth][: n_items - len(chosen)]
+        depth += 1
+    used = sorted({r.subject for r in chosen})
+    return chosen, {s: read_split(mmlu, "dev", s) for s in used}
+
+
+def aftertune_dataset(mmlu: Path, rows: list[Row]) -> MCDataset:
+    """The chosen rows through aftertune's own loader, checked against the bench's reading."""
+    data = load_mmlu(mmlu)  # test/<subject>_test.csv, its few-shot pool from dev/<subject>_dev.csv
+    by_id = {i.id: i for i in data.items}
+    items = [by_id[r.id] for r in rows]
+    for row, item in zip(rows, items, strict=True):
+        if (item.question, item.choices, item.answer, item.subject) != (
+            row.question,
+            row.choices,
+            row.answer,
+            row.subject,
+        ):
+            sys.exit(f"aftertune's load_mmlu reads {row.id} differently from the CSV: {item} vs {row}")
+    subjects = {r.subject for r in rows}
+    return MCDataset(tuple(items), tuple(s for s in data.shots if s.subject in subjects), source=str(mmlu))
+
+
+# -------------------------------------------------------------------------------------------- lm-eval
+def write_lm_eval_tasks(
+    folder: Path, mode: MCMode, rows: list[Row], dev: dict[str, list[Row]]
+) -> dict[str, str]:
+    """One task YAML per subject: lm-eval's own config for the mode, reading temporary JSONL files.
+
+    Returns {task name: subject}."""
+    import lm_eval
+
+    config_dir = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / LM_EVAL_TASKS[mode][0]
+    template = yaml.safe_load((config_dir / LM_EVAL_TASKS[mode][1]).read_text())
+    test_split, dev_split = template["test_split"], template["fewshot_split"]
+    data_dir = folder / "data" / mode
+    data_dir.mkdir(parents=True)
+    tasks = {}
+    for subject in sorted(dev):
+        own = yaml.safe_load((config_dir / f"mmlu_{subject}.yaml").read_text())
+        if own.get("include") != LM_EVAL_TASKS[mode][1]:
+            sys.exit(f"lm-eval's {config_dir}/mmlu_{subject}.yaml no longer includes {LM_EVAL_TASKS[mode][1]}.")
+        files = {}
+        for split, split_rows in (
+            (test_split, [r for r in rows if r.subject == subject]),
+            (dev_split, dev[subject]),
+        ):
+            path = data_dir / f"{subject}_{split}.jsonl"
+            path.write_text("".join(json.dumps(r.doc(), ensure_ascii=False) + "\n" for r in split_rows))
+            files[split] = str(path)
+        # Everything of lm-eval's (template, then the subject's description) but the data source,
+        # the name (prefixed: no clash with the installed tasks) and the group tag.
+        config = {**template, **{k: v for k, v in own.items() if k not in ("include", "tag", "task_alias")}}
+        config.pop("dataset_name", None)
+        config["task"] = f"bench_{own['task']}"
+        config["dataset_path"] = "json"
+        config["dataset_kwargs"] = {"data_files": files, "cache_dir": str(folder / "hf_datasets")}
+        (folder / f"{config['task']}.yaml").write_text(
+            yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=10**6)
+        )
+        tasks[config["task"]] = subject
+    return tasks
+
+
+@dataclass
+class Side:
+    """One tool's answers in one mode: per item (in the bench's order) the option picked per metric."""
+
+    seconds: float
+    picks: dict[str, list[int]]
+    correct: dict[str, list[bool]]
+    reported: dict[str, float] = field(default_factory=dict)  # the tool's own aggregate accuracy
+    prompts: list[list[tuple[str, str]]] = field(default_factory=list)
+    lls: list[list[float]] = field(default_factory=list)
+
+
+def run_lm_eval(lm: Any, task_dir: Path, tasks: dict[str, str], rows: list[Row], shots: int, batch: int,
+                device: str, mode: MCMode) -> Side:  # fmt: skip
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(task_dir), include_defaults=False)
+    built = list(manager.load(list(tasks))["tasks"].values())  # reads the data: outside the timing
+    start = time.perf_counter()
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=built,
+        num_fewshot=shots,
+        batch_size=batch,
+        device=device,
+        task_manager=manager,
+        log_samples=True,
+    )
+    seconds = time.perf_counter() - start
+    assert out is not None
+    metrics = ["acc"] if mode == "letter" else ["acc", "acc_norm"]
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    for name, samples in out["samples"].items():
+        for sample in samples:
+            found[(sample["doc"]["subject"], sample["doc"]["row"])] = sample
+    side = Side(seconds, {m: [] for m in metrics}, {m: [] for m in metrics})
+    for row in rows:
+        sample = found[(row.subject, row.row)]
+        lls = np.array([float(r[0]) for r in sample["filtered_resps"]])
+        # lm-eval's process_results: argmax of the log-likelihoods, acc_norm over len(choice) characters.
+        choices = list(LETTERS[: len(row.choices)]) if mode == "letter" else list(row.choices)
+        picks = {"acc": int(np.argmax(lls)), "acc_norm": int(np.argmax(lls / [len(c) for c in choices]))}
+        for m in metrics:
+            side.picks[m].append(picks[m])
+            side.correct[m].append(bool(sample[m]))
+            if (picks[m] == row.answer) != bool(sample[m]):
+                sys.exit(f"lm-eval's {m} for {row.id} does not follow from its log-likelihoods: the bench is wrong.")
+        side.prompts.append([tuple(a) for a in sample["arguments"]])
+        side.lls.append(lls.tolist())
+    n = {m: 0.0 for m in metrics}
+    for name in tasks:
+        result = out["results"][name]
+        for m in metrics:
+            n[m] += result[f"{m},none"] * len(out["samples"][name])
+    side.reported = {m: n[m] / len(rows) for m in metrics}
+    return side
+
+
+# ------------------------------------------------------------------------------------------ aftertune
+_CHOSE = re.compile(r"chose ([A-Z]) \(")
+
+
+def run_aftertune(model: HFModel, data: MCDataset, shots: int, mode: MCMode) -> tuple[Side, MultipleChoiceEval]:
+    """`MultipleChoiceEval.run` on a fresh store; picks read back from its report (right answers from
+    the per-item scores, wrong ones from the examples, which are asked for on every wrong answer)."""
+    ev = MultipleChoiceEval(data, mode=mode, shots=shots, n_examples=len(data.items))
+    with tempfile.TemporaryDirectory(prefix="mc_bench_store_") as tmp, ResultsStore(Path(tmp)) as store:
+        start = time.perf_counter()
+        report: EvalReport = ev.run(model, store)
+        seconds = time.perf_counter() - start
+    metrics = {"accuracy": "acc", "accuracy_norm": "acc_norm"}
+    side = Side(seconds, {}, {})
+    for metric in report.metrics:
+        name = metrics[metric.name]
+        wrong = {e.item: e.note for e in metric.examples}
+        picks, correct = [], []
+        for item, score in zip(data.items, metric.items, strict=True):
+            assert score.item == item.id
+            if score.value == 1.0:
+                picks.append(item.answer)
+            else:
+                match = _CHOSE.match(wrong[item.id])
+                if match is None:
+                    sys.exit(f"Cannot read the picked option from aftertune's example note {wrong[item.id]!r}.")
+                picks.append(LETTERS.index(match.group(1)))
+            correct.append(score.value == 1.0)
+        side.picks[name], side.correct[name] = picks, correct
+        side.reported[name] = metric.estimate.value
+    side.prompts = [[(str(r.context), r.continuation) for r in ev.requests(item)] for item in data.items]
+    return side, ev
+
+
+# --------------------------------------------------------------------------------------------- report
+def first_difference(a: str, b: str) -> str:
+    at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return f"at char {at}: aftertune {a[max(0, at - 30) : at + 30]!r} vs lm-eval {b[max(0, at - 30) : at + 30]!r}"
+
+
+def compare(mode: MCMode, rows: list[Row], ours: Side, theirs: Side, model: HFModel, ev: MultipleChoiceEval,
+            explain: int) -> dict[str, Any]:  # fmt: skip
+    n = len(rows)
+    same_prompts = sum(a == b for a, b in zip(ours.prompts, theirs.prompts, strict=True))
+    result: dict[str, Any] = {
+        "n": n,
+        "prompts_identical": same_prompts,
+        "aftertune_seconds": ours.seconds,
+        "lm_eval_seconds": theirs.seconds,
+        "aftertune_items_per_s": n / ours.seconds,
+        "lm_eval_items_per_s": n / theirs.seconds,
+        "throughput_ratio": theirs.seconds / ours.seconds,
+        "metrics": {},
+        "disagreements": [],
+    }
+    for m in ours.picks:
+        acc_a, acc_l = float(np.mean(ours.correct[m])), float(np.mean(theirs.correct[m]))
+        result["metrics"][m] = {
+            "aftertune": acc_a,
+            "lm_eval": acc_l,
+            "aftertune_reported": ours.reported[m],
+            "lm_eval_reported": theirs.reported[m],
+            "difference_points": 100 * (acc_a - acc_l),
+            "same_pick": sum(a == b for a, b in zip(ours.picks[m], theirs.picks[m], strict=True)),
+        }
+    differing = [
+        i for i in range(n) if any(ours.picks[m][i] != theirs.picks[m][i] for m in ours.picks)
+    ] + [i for i in range(n) if ours.prompts[i] != theirs.prompts[i]]
+    for i in list(dict.fromkeys(differing))[:explain]:
+        row = rows[i]
+        # aftertune's log-likelihoods for this question, scored again outside the timing.
+        lls = model.loglikelihood(ev.requests(ev.data.items[i]))
+        entry = {
+            "item": row.id,
+            "picks": {m: [LETTERS[ours.picks[m][i]], LETTERS[theirs.picks[m][i]]] for m in ours.picks},
+            "answer": LETTERS[row.answer],
+            "aftertune_lls": [round(x, 5) for x in lls],
+            "lm_eval_lls": [round(x, 5) for x in theirs.lls[i]],
+            "prompt_difference": None,
+        }
+        for (ca, xa), (cb, xb) in zip(ours.prompts[i], theirs.prompts[i], strict=False):
+            if (ca, xa) != (cb, xb):
+                entry["prompt_difference"] = first_difference(ca + "|" + xa, cb + "|" + xb)
+                break
+        result["disagreements"].append(entry)
+    return result
+
+
+def print_mode(mode: str, r: dict[str, Any]) -> None:
+    n = r["n"]
+    print(f"\n{mode} ({n} questions; prompts identical on both sides: {r['prompts_identical']}/{n})")
+    print(f"  {'metric':<10}{'aftertune':>11}{'lm-eval':>11}{'diff (pts)':>12}{'same pick':>14}")
+    for m, v in r["metrics"].items():
+        same = f"{v['same_pick']}/{n}"
+        print(f"  {m:<10}{100 * v['aftertune']:>10.2f}%{100 * v['lm_eval']:>10.2f}%"
+              f"{v['difference_points']:>+12.2f}{same:>14}")  # fmt: skip
+    print(f"  {'time (s)':<10}{r['aftertune_seconds']:>11.1f}{r['lm_eval_seconds']:>11.1f}")
+    print(f"  {'items/s':<10}{r['aftertune_items_per_s']:>11.2f}{r['lm_eval_items_per_s']:>11.2f}"
+          f"   throughput aftertune/lm-eval = {r['throughput_ratio']:.2f}x")  # fmt: skip
+    for d in r["disagreements"]:
+        picks = ", ".join(f"{m} {a} vs {b}" for m, (a, b) in d["picks"].items())
+        print(f"  differs {d['item']} (answer {d['answer']}): {picks}")
+        print(f"    log-likelihoods aftertune {d['aftertune_lls']}")
+        print(f"                    lm-eval   {d['lm_eval_lls']}")
+        if d["prompt_difference"]:
+            print(f"    prompt {d['prompt_difference']}")
+
+
+def targets(results: dict[str, dict[str, Any]], modes: list[str]) -> dict[str, Any]:
+    """Whether this run met the issue's targets; None where a mode the target needs was not run."""
+    both = all(m in results for m in ("letter", "cloze"))
+    within = [abs(v["difference_points"]) <= TARGET_POINTS for r in results.values() for v in r["metrics"].values()]
+    faster = [r["throughput_ratio"] >= TARGET_RATIO for r in results.values()]
+    return {
+        "accuracy_within_0.5_points": all(within) if both else (False if not all(within) else None),
+        "throughput_at_least_3x": all(faster) if both else (False if not all(faster) else None),
+        "modes_run": modes,
+    }
+
+
+def verdict(value: bool | None) -> str:
+    return "MET" if value else "NOT MET" if value is False else "not measured (run both modes)"
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mmlu", type=Path, default=DEFAULT_MMLU, help="MMLU folder with test/ and dev/")
+    parser.add_argument("--n-items", type=int, default=120)
+    parser.add_argument("--shots", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--modes", default="letter,cloze")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--explain", type=int, default=5, help="differing questions shown per mode")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    modes: list[MCMode] = []
+    for m in args.modes.split(","):
+        if m not in LM_EVAL_TASKS:
+            parser.error(f"--modes: '{m}' is not letter or cloze")
+        modes.append(m)  # type: ignore[arg-type]
+    mmlu = args.mmlu.resolve()
+    if not (mmlu / "test").is_dir() or not (mmlu / "dev").is_dir():
+        sys.exit(
+            f"MMLU data not found: {mmlu} has no test/ and dev/ folders (<subject>_test.csv, <subject>_dev.csv). "
+            "Give its folder with --mmlu DIR."
+        )
+    if args.n_items < 1 or args.shots < 0 or not 0 <= args.shots <= 5:
+        sys.exit("--n-items must be >= 1 and --shots 0 to 5 (MMLU's dev split has 5 examples per subject).")
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    import datasets
+    from lm_eval import __version__ as lm_eval_version
+    from lm_eval.models.huggingface import HFLM
+
+    datasets.disable_progress_bars()
+    rows, dev = choose_rows(mmlu, args.n_items)
+    data = aftertune_dataset(mmlu, rows)
+    folder = embedded_model_folder()
+    ours_model = HFModel(folder, name=EMBEDDED_NAME, batch_size=args.batch_size, device=args.device)
+    lm = HFLM(pretrained=str(folder), dtype="float32", batch_size=args.batch_size, device=args.device)
+    print(
+        f"{EMBEDDED_NAME} fp32 ({folder}), {len(rows)} MMLU questions from {len(dev)} subjects, "
+        f"{args.shots}-shot, batch {args.batch_size}, {args.device}, {torch.get_num_threads()} threads, "
+        f"lm-eval {lm_eval_version}"
+    )
+    # Warm-up: the first forward passes pay one-off costs.
+    with tempfile.TemporaryDirectory(prefix="mc_bench_warm_") as tmp, ResultsStore(Path(tmp)) as store:
+        MultipleChoiceEval(MCDataset(data.items[:2], data.shots), mode="cloze").run(ours_model, store)
+    from lm_eval.api.instance import Instance
+
+    lm.loglikelihood([Instance("loglikelihood", {}, ("Question: 2+2=\nAnswer:", " 4"), 0)], disable_tqdm=True)
+
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="mc_bench_lm_eval_") as tmp:
+        for mode in modes:
+            task_dir = Path(tmp) / mode
+            task_dir.mkdir()
+            tasks = write_lm_eval_tasks(task_dir, mode, rows, dev)
+            load = os.getloadavg()[0]
+            ours, ev = run_aftertune(ours_model, data, args.shots, mode)
+            print(f"{mode}: aftertune {ours.seconds:.1f}s", flush=True)
+            theirs = run_lm_eval(lm, task_dir, tasks, rows, args.shots, args.batch_size, args.device, mode)
+            print(f"{mode}: lm-eval {theirs.seconds:.1f}s", flush=True)
+            results[mode] = compare(mode, rows, ours, theirs, ours_model, ev, args.explain)
+            results[mode]["load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
+
+    print("\nTimes are the evaluation calls only (model loading, data reading and lm-eval's task building excluded).")
+    for mode, r in results.items():
+        print_mode(mode, r)
+        print(f"  load average (1 min) before/after: {r['load_average'][0]} / {r['load_average'][1]}")
+    met = targets(results, modes)
+    print("\nTargets:")
+    print(f"  accuracies within {TARGET_POINTS} points in both modes: {verdict(met['accuracy_within_0.5_points'])}")
+    print(f"  aftertune throughput >= {TARGET_RATIO:g}x lm-eval:        {verdict(met['throughput_at_least_3x'])}")
+    if args.json:
+        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        payload = {
+            "model": EMBEDDED_NAME,
+            "folder": str(folder),
+            "lm_eval_version": lm_eval_version,
+            "threads": torch.get_num_threads(),
+            "args": config,
+            "items": [r.id for r in rows],
+            "modes": results,
+            "targets": met,
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
