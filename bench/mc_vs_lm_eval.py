@@ -53,19 +53,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# lm-eval and datasets draw progress bars on every call; the bench prints its own lines.
-os.environ.setdefault("TQDM_DISABLE", "1")
+import numpy as np
+import torch
+import yaml
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-
-from aftertune.data.multiple_choice import LETTERS, MCDataset, MCItem, load_mmlu  # noqa: E402
-from aftertune.evals.multiple_choice import MCMode, MultipleChoiceEval  # noqa: E402
-from aftertune.evals.suite import EvalReport  # noqa: E402
-from aftertune.models.embedded import EMBEDDED_NAME, embedded_model_folder  # noqa: E402
-from aftertune.models.hf import HFModel  # noqa: E402
-from aftertune.store import ResultsStore  # noqa: E402
+from aftertune.data.multiple_choice import LETTERS, MCDataset, load_mmlu
+from aftertune.evals.multiple_choice import MCMode, MultipleChoiceEval
+from aftertune.evals.suite import EvalReport
+from aftertune.models.embedded import EMBEDDED_NAME, embedded_model_folder
+from aftertune.models.hf import HFModel
+from aftertune.store import ResultsStore
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MMLU = REPO.parent / "shared" / "data" / "mmlu"
@@ -160,7 +157,9 @@ def write_lm_eval_tasks(
     for subject in sorted(dev):
         own = yaml.safe_load((config_dir / f"mmlu_{subject}.yaml").read_text())
         if own.get("include") != LM_EVAL_TASKS[mode][1]:
-            sys.exit(f"lm-eval's {config_dir}/mmlu_{subject}.yaml no longer includes {LM_EVAL_TASKS[mode][1]}.")
+            sys.exit(
+                f"lm-eval's {config_dir}/mmlu_{subject}.yaml no longer includes {LM_EVAL_TASKS[mode][1]}."
+            )
         files = {}
         for split, split_rows in (
             (test_split, [r for r in rows if r.subject == subject]),
@@ -181,6 +180,22 @@ def write_lm_eval_tasks(
         )
         tasks[config["task"]] = subject
     return tasks
+
+
+def quiet_lm_eval() -> None:
+    """No progress bars or per-task log lines from lm-eval: it passes `disable=False` to tqdm itself,
+    so its modules' `tqdm` is wrapped (display only; nothing it computes changes)."""
+    import lm_eval.api.model
+    import lm_eval.api.task
+    import lm_eval.models.huggingface
+    from tqdm import tqdm
+
+    def hidden(*args: Any, **kwargs: Any) -> Any:
+        return tqdm(*args, **{**kwargs, "disable": True})
+
+    for module in (lm_eval.api.model, lm_eval.api.task, lm_eval.models.huggingface):
+        module.tqdm = hidden  # type: ignore[attr-defined]
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
 
 
 @dataclass
@@ -230,7 +245,9 @@ def run_lm_eval(lm: Any, task_dir: Path, tasks: dict[str, str], rows: list[Row],
             side.picks[m].append(picks[m])
             side.correct[m].append(bool(sample[m]))
             if (picks[m] == row.answer) != bool(sample[m]):
-                sys.exit(f"lm-eval's {m} for {row.id} does not follow from its log-likelihoods: the bench is wrong.")
+                sys.exit(
+                    f"lm-eval's {m} for {row.id} does not follow from its log-likelihoods: the bench is wrong."
+                )
         side.prompts.append([tuple(a) for a in sample["arguments"]])
         side.lls.append(lls.tolist())
     n = {m: 0.0 for m in metrics}
@@ -246,7 +263,9 @@ def run_lm_eval(lm: Any, task_dir: Path, tasks: dict[str, str], rows: list[Row],
 _CHOSE = re.compile(r"chose ([A-Z]) \(")
 
 
-def run_aftertune(model: HFModel, data: MCDataset, shots: int, mode: MCMode) -> tuple[Side, MultipleChoiceEval]:
+def run_aftertune(
+    model: HFModel, data: MCDataset, shots: int, mode: MCMode
+) -> tuple[Side, MultipleChoiceEval]:
     """`MultipleChoiceEval.run` on a fresh store; picks read back from its report (right answers from
     the per-item scores, wrong ones from the examples, which are asked for on every wrong answer)."""
     ev = MultipleChoiceEval(data, mode=mode, shots=shots, n_examples=len(data.items))
@@ -267,7 +286,9 @@ def run_aftertune(model: HFModel, data: MCDataset, shots: int, mode: MCMode) -> 
             else:
                 match = _CHOSE.match(wrong[item.id])
                 if match is None:
-                    sys.exit(f"Cannot read the picked option from aftertune's example note {wrong[item.id]!r}.")
+                    sys.exit(
+                        f"Cannot read the picked option from aftertune's example note {wrong[item.id]!r}."
+                    )
                 picks.append(LETTERS.index(match.group(1)))
             correct.append(score.value == 1.0)
         side.picks[name], side.correct[name] = picks, correct
@@ -282,8 +303,8 @@ def first_difference(a: str, b: str) -> str:
     return f"at char {at}: aftertune {a[max(0, at - 30) : at + 30]!r} vs lm-eval {b[max(0, at - 30) : at + 30]!r}"
 
 
-def compare(mode: MCMode, rows: list[Row], ours: Side, theirs: Side, model: HFModel, ev: MultipleChoiceEval,
-            explain: int) -> dict[str, Any]:  # fmt: skip
+def compare(rows: list[Row], ours: Side, theirs: Side, model: HFModel, ev: MultipleChoiceEval, explain: int,
+            ll_check: int) -> dict[str, Any]:  # fmt: skip
     n = len(rows)
     same_prompts = sum(a == b for a, b in zip(ours.prompts, theirs.prompts, strict=True))
     result: dict[str, Any] = {
@@ -307,18 +328,26 @@ def compare(mode: MCMode, rows: list[Row], ours: Side, theirs: Side, model: HFMo
             "difference_points": 100 * (acc_a - acc_l),
             "same_pick": sum(a == b for a, b in zip(ours.picks[m], theirs.picks[m], strict=True)),
         }
-    differing = [
-        i for i in range(n) if any(ours.picks[m][i] != theirs.picks[m][i] for m in ours.picks)
-    ] + [i for i in range(n) if ours.prompts[i] != theirs.prompts[i]]
-    for i in list(dict.fromkeys(differing))[:explain]:
+    differing = [i for i in range(n) if any(ours.picks[m][i] != theirs.picks[m][i] for m in ours.picks)] + [
+        i for i in range(n) if ours.prompts[i] != theirs.prompts[i]
+    ]
+    shown = list(dict.fromkeys(differing))[:explain]
+    # aftertune's log-likelihoods are not in its report: the shown questions and the first `ll_check`
+    # ones are scored again (outside the timing) and compared with lm-eval's, option by option.
+    checked = list(dict.fromkeys(shown + list(range(min(ll_check, n)))))
+    rescored = model.loglikelihood([r for i in checked for r in ev.requests(ev.data.items[i])])
+    lls: dict[int, list[float]] = {}
+    for i in checked:
+        lls[i], rescored = rescored[: len(rows[i].choices)], rescored[len(rows[i].choices) :]
+    gaps = [abs(a - b) for i in checked for a, b in zip(lls[i], theirs.lls[i], strict=True)]
+    result["loglikelihood_check"] = {"items": len(checked), "max_abs_difference": max(gaps, default=None)}
+    for i in shown:
         row = rows[i]
-        # aftertune's log-likelihoods for this question, scored again outside the timing.
-        lls = model.loglikelihood(ev.requests(ev.data.items[i]))
         entry = {
             "item": row.id,
             "picks": {m: [LETTERS[ours.picks[m][i]], LETTERS[theirs.picks[m][i]]] for m in ours.picks},
             "answer": LETTERS[row.answer],
-            "aftertune_lls": [round(x, 5) for x in lls],
+            "aftertune_lls": [round(x, 5) for x in lls[i]],
             "lm_eval_lls": [round(x, 5) for x in theirs.lls[i]],
             "prompt_difference": None,
         }
@@ -341,6 +370,10 @@ def print_mode(mode: str, r: dict[str, Any]) -> None:
     print(f"  {'time (s)':<10}{r['aftertune_seconds']:>11.1f}{r['lm_eval_seconds']:>11.1f}")
     print(f"  {'items/s':<10}{r['aftertune_items_per_s']:>11.2f}{r['lm_eval_items_per_s']:>11.2f}"
           f"   throughput aftertune/lm-eval = {r['throughput_ratio']:.2f}x")  # fmt: skip
+    check = r["loglikelihood_check"]
+    if check["items"]:
+        print(f"  log-likelihoods of {check['items']} questions rescored by aftertune: largest difference "
+              f"from lm-eval's {check['max_abs_difference']:.2e}")  # fmt: skip
     for d in r["disagreements"]:
         picks = ", ".join(f"{m} {a} vs {b}" for m, (a, b) in d["picks"].items())
         print(f"  differs {d['item']} (answer {d['answer']}): {picks}")
@@ -353,7 +386,9 @@ def print_mode(mode: str, r: dict[str, Any]) -> None:
 def targets(results: dict[str, dict[str, Any]], modes: list[str]) -> dict[str, Any]:
     """Whether this run met the issue's targets; None where a mode the target needs was not run."""
     both = all(m in results for m in ("letter", "cloze"))
-    within = [abs(v["difference_points"]) <= TARGET_POINTS for r in results.values() for v in r["metrics"].values()]
+    within = [
+        abs(v["difference_points"]) <= TARGET_POINTS for r in results.values() for v in r["metrics"].values()
+    ]
     faster = [r["throughput_ratio"] >= TARGET_RATIO for r in results.values()]
     return {
         "accuracy_within_0.5_points": all(within) if both else (False if not all(within) else None),
@@ -368,7 +403,9 @@ def verdict(value: bool | None) -> str:
 
 # ----------------------------------------------------------------------------------------------- main
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mmlu", type=Path, default=DEFAULT_MMLU, help="MMLU folder with test/ and dev/")
     parser.add_argument("--n-items", type=int, default=120)
     parser.add_argument("--shots", type=int, default=0)
@@ -376,6 +413,9 @@ def main() -> None:
     parser.add_argument("--modes", default="letter,cloze")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--explain", type=int, default=5, help="differing questions shown per mode")
+    parser.add_argument(
+        "--ll-check", type=int, default=10, help="questions whose log-likelihoods are compared one by one"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -393,7 +433,7 @@ def main() -> None:
     if args.n_items < 1 or args.shots < 0 or not 0 <= args.shots <= 5:
         sys.exit("--n-items must be >= 1 and --shots 0 to 5 (MMLU's dev split has 5 examples per subject).")
 
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    quiet_lm_eval()
     warnings.filterwarnings("ignore")
     import datasets
     from lm_eval import __version__ as lm_eval_version
@@ -428,17 +468,23 @@ def main() -> None:
             print(f"{mode}: aftertune {ours.seconds:.1f}s", flush=True)
             theirs = run_lm_eval(lm, task_dir, tasks, rows, args.shots, args.batch_size, args.device, mode)
             print(f"{mode}: lm-eval {theirs.seconds:.1f}s", flush=True)
-            results[mode] = compare(mode, rows, ours, theirs, ours_model, ev, args.explain)
+            results[mode] = compare(rows, ours, theirs, ours_model, ev, args.explain, args.ll_check)
             results[mode]["load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
 
-    print("\nTimes are the evaluation calls only (model loading, data reading and lm-eval's task building excluded).")
+    print(
+        "\nTimes are the evaluation calls only (model loading, data reading and lm-eval's task building excluded)."
+    )
     for mode, r in results.items():
         print_mode(mode, r)
         print(f"  load average (1 min) before/after: {r['load_average'][0]} / {r['load_average'][1]}")
     met = targets(results, modes)
     print("\nTargets:")
-    print(f"  accuracies within {TARGET_POINTS} points in both modes: {verdict(met['accuracy_within_0.5_points'])}")
-    print(f"  aftertune throughput >= {TARGET_RATIO:g}x lm-eval:        {verdict(met['throughput_at_least_3x'])}")
+    print(
+        f"  accuracies within {TARGET_POINTS} points in both modes: {verdict(met['accuracy_within_0.5_points'])}"
+    )
+    print(
+        f"  aftertune throughput >= {TARGET_RATIO:g}x lm-eval:        {verdict(met['throughput_at_least_3x'])}"
+    )
     if args.json:
         config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         payload = {
