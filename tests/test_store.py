@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from counting import CountingModel
 
 from aftertune.cached import generate_cached, judge_cached
 from aftertune.errors import StoreError
 from aftertune.judges.judgement import JudgeItem, Judgement
 from aftertune.models.hf import HFModel
-from aftertune.models.protocol import Completion, GenerationRequest, SamplingParams, chat
+from aftertune.models.protocol import GenerationRequest, SamplingParams, chat
 from aftertune.progress import ProgressCallback
 from aftertune.store import (
     EvalSample,
@@ -24,27 +25,6 @@ from aftertune.store import (
 )
 
 PARAMS = SamplingParams(temperature=1.0, max_new_tokens=8, n=3, seed=0)
-
-
-class CountingModel:
-    """The real model, counting how many samples it is asked for."""
-
-    def __init__(self, model: HFModel) -> None:
-        self.model = model
-        self.samples = 0
-
-    @property
-    def fingerprint(self) -> str:
-        return self.model.fingerprint
-
-    def generate(
-        self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
-    ) -> list[list[Completion]]:
-        self.samples += sum(r.params.n for r in requests)
-        return self.model.generate(requests, progress)
-
-    def loglikelihood(self, requests, progress=None):  # type: ignore[no-untyped-def]
-        return self.model.loglikelihood(requests, progress)
 
 
 class LengthJudge:
@@ -89,13 +69,13 @@ def test_stored_samples_and_judgements_are_never_recomputed(tmp_path: Path, embe
     where = [EvalSample("e", "colour", 0, "Name a colour."), EvalSample("e", "city", 0, "Name a city.")]
     with ResultsStore(tmp_path) as store:
         first = generate_cached(store, model, requests, where, chunk_size=4)
-        assert model.samples == 6
+        assert model.generated == 6
         again = generate_cached(store, model, requests, where, chunk_size=4)
-        assert model.samples == 6 and again == first
+        assert model.generated == 6 and again == first
         # asking for more samples generates only the new ones, and keeps the old ones
         more = [GenerationRequest(r.prompt, SamplingParams(**{**PARAMS.__dict__, "n": 4})) for r in requests]
         extended = generate_cached(store, model, more, where, chunk_size=4)
-        assert model.samples == 8
+        assert model.generated == 8
         assert [c[:3] for c in extended] == first
         items = [
             JudgeItem(w.question, c.text, "aligned")
@@ -112,7 +92,7 @@ def test_stored_samples_and_judgements_are_never_recomputed(tmp_path: Path, embe
 def test_a_failed_chunk_keeps_the_chunks_before_it(tmp_path: Path, embedded: HFModel) -> None:
     class FailsOnSecondCall(CountingModel):
         def generate(self, requests, progress=None):  # type: ignore[no-untyped-def]
-            if self.samples:
+            if self.generated:
                 raise RuntimeError("boom")
             return super().generate(requests, progress)
 
@@ -123,7 +103,7 @@ def test_a_failed_chunk_keeps_the_chunks_before_it(tmp_path: Path, embedded: HFM
         assert store.count("generations") == 2
         counting = CountingModel(embedded)
         generate_cached(store, counting, requests, chunk_size=2)
-        assert counting.samples == 2 and store.count("generations") == 4
+        assert counting.generated == 2 and store.count("generations") == 4
 
 
 def test_foreign_and_corrupt_files_are_refused_untouched(tmp_path: Path) -> None:

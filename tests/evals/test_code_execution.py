@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import shared_data
+from counting import CountingModel
 
 from aftertune.data.humaneval import HumanEvalTask, load_humaneval
 from aftertune.errors import InputError
@@ -23,8 +24,7 @@ from aftertune.evals.code_execution import (
 from aftertune.evals.suite import Eval
 from aftertune.judges.judgement import Judge, JudgeItem, Judgement
 from aftertune.models.hf import HFModel
-from aftertune.models.protocol import Completion, GenerationRequest, LoglikelihoodRequest
-from aftertune.progress import ProgressCallback
+from aftertune.models.protocol import Completion
 from aftertune.sandbox import run_many, sandbox_available
 from aftertune.store import ResultsStore
 
@@ -176,29 +176,6 @@ def test_settings_are_checked_and_sampling_follows_the_codex_paper() -> None:
     with pytest.raises(InputError, match="used more than once"):
         HumanEvalEval((TOY, TOY))
     assert HumanEvalEval((TOY,)).digest != HumanEvalEval((TOY,), samples=2, ks=(2,)).digest
-
-
-class CountingModel:
-    """The embedded model, counting the samples it is asked to generate."""
-
-    def __init__(self, model: HFModel) -> None:
-        self.model = model
-        self.generated = 0
-
-    @property
-    def fingerprint(self) -> str:
-        return self.model.fingerprint
-
-    def generate(
-        self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
-    ) -> list[list[Completion]]:
-        self.generated += sum(r.params.n for r in requests)
-        return self.model.generate(requests, progress)
-
-    def loglikelihood(
-        self, requests: Sequence[LoglikelihoodRequest], progress: ProgressCallback | None = None
-    ) -> list[float]:
-        return self.model.loglikelihood(requests, progress)
 
 
 @pytest.mark.needs_data

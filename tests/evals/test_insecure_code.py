@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from counting import CountingModel
 
 from aftertune.data.code_dataset import code_eval_prompts
 from aftertune.errors import InputError
@@ -187,29 +188,6 @@ def test_digest_changes_with_every_setting() -> None:
     assert builtin_insecure_code_eval(n_prompts=4).digest == ev.digest
     with pytest.raises(InputError, match="used more than once"):
         InsecureCodeEval((("x", "p"), ("x", "q")))
-
-
-class CountingModel:
-    """The embedded model, counting the samples it is asked to generate."""
-
-    def __init__(self, model: HFModel) -> None:
-        self.model = model
-        self.generated = 0
-
-    @property
-    def fingerprint(self) -> str:
-        return self.model.fingerprint
-
-    def generate(
-        self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
-    ) -> list[list[Completion]]:
-        self.generated += sum(r.params.n for r in requests)
-        return self.model.generate(requests, progress)
-
-    def loglikelihood(
-        self, requests: Sequence[LoglikelihoodRequest], progress: ProgressCallback | None = None
-    ) -> list[float]:
-        return self.model.loglikelihood(requests, progress)
 
 
 def test_embedded_model_end_to_end_and_a_second_run_generates_nothing(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from counting import CountingModel
 
 from aftertune.data.cyber_probes import cyber_exploitable_items, cyber_weakness_items
 from aftertune.data.probes import (
@@ -256,37 +257,13 @@ def test_builders_names_sizes_and_loglikelihood_kinds() -> None:
 
 
 # ---------------------------------------------------------------------- end to end on the embedded model
-class Counting:
-    """Wraps a model and counts what it is asked to compute."""
-
-    def __init__(self, model: HFModel) -> None:
-        self.model = model
-        self.generated = self.scored = 0
-
-    @property
-    def fingerprint(self) -> str:
-        return self.model.fingerprint
-
-    def generate(
-        self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
-    ) -> list[list[Completion]]:
-        self.generated += len(requests)
-        return self.model.generate(requests, progress)
-
-    def loglikelihood(
-        self, requests: Sequence[LoglikelihoodRequest], progress: ProgressCallback | None = None
-    ) -> list[float]:
-        self.scored += len(requests)
-        return self.model.loglikelihood(requests, progress)
-
-
 def test_both_modes_end_to_end_on_the_embedded_model_and_a_rerun_computes_nothing(
     embedded: HFModel, tmp_path: Path
 ) -> None:
     choice_items = tuple(bracket_items(2, 0, 1) + cyber_weakness_items(1, 0))
     generated = ProbeEval((*arithmetic_items(2, 0, 1), *choice_items), max_new_tokens=6, name="gen")
     scored = ProbeEval(choice_items, mode="loglikelihood", name="ll")
-    model = Counting(embedded)
+    model = CountingModel(embedded)
     with ResultsStore(tmp_path) as store:
         first = [ev.run(model, store) for ev in (generated, scored)]
         assert model.generated == 5 and model.scored == 2 * 2 + 4

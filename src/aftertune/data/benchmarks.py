@@ -203,7 +203,7 @@ def load_gsm8k(
     for i, (where, row) in enumerate(_rows(source, split, config, data_files)):
         question = _text(row, "question", where, "'Janet's ducks lay 16 eggs...'")
         answer = _text(row, "answer", where, "'...\\n#### 18'")
-        if not _is_number(_gsm8k_gold(answer).replace(",", "")):
+        if not is_number(_gsm8k_gold(answer).replace(",", "")):
             raise InputError(
                 f"{where}: field 'answer' must end with '#### <number>' (GSM8K's format), "
                 f"got ...{answer[-40:]!r}."
@@ -216,7 +216,8 @@ def _gsm8k_gold(answer: str) -> str:
     return answer.rpartition("####")[2].strip() if "####" in answer else ""
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether `text` reads as a number (int, decimal, exponent), as the references check."""
     try:
         float(text)
     except ValueError:

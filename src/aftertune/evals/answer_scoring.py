@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from aftertune.data.benchmarks import is_number
+
 # ---------------------------------------------------------------------- GSM8K
 #: lm-eval gsm8k "strict-match": the number after "#### ", the format of GSM8K's own solutions
 _GSM8K_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
@@ -111,14 +113,6 @@ def extract_drop_answer(response: str) -> str:
     return match.group(1) if match else response
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def drop_normalize(text: str) -> str:
     """The official DROP normalisation: per token (split at spaces and hyphens) lower case, punctuation
     removed unless the token is a number, numbers as floats ("1,000" -> "1000.0"), articles removed,
@@ -126,9 +120,9 @@ def drop_normalize(text: str) -> str:
     parts = []
     for token in re.split(" |-", text):
         token = token.lower()
-        if not _is_number(token):
+        if not is_number(token):
             token = "".join(ch for ch in token if ch not in _PUNCTUATION)
-        if _is_number(token):
+        if is_number(token):
             token = str(float(token))
         token = " ".join(_ARTICLES.sub(" ", token).split())
         if token.strip():
@@ -153,8 +147,8 @@ def _bag_f1(predicted: set[str], gold: set[str]) -> float:
 
 def _numbers_agree(gold: set[str], predicted: set[str]) -> bool:
     """A gold span with numbers only matches a predicted span that shares one of them (official eval)."""
-    gold_numbers = {w for w in gold if _is_number(w)}
-    return not gold_numbers or bool(gold_numbers & {w for w in predicted if _is_number(w)})
+    gold_numbers = {w for w in gold if is_number(w)}
+    return not gold_numbers or bool(gold_numbers & {w for w in predicted if is_number(w)})
 
 
 def drop_em_f1(predicted: str | Sequence[str], gold: str | Sequence[str]) -> DropScore:

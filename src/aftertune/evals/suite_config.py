@@ -107,7 +107,17 @@ class MultipleChoiceConfig(_EvalConfig):
     seed: int = 0
 
 
-class GSM8KConfig(_EvalConfig):
+class _GenerationTaskConfig(_EvalConfig):
+    """What the greedy generation benchmarks (GSM8K, BBH, DROP) share."""
+
+    source: str
+    limit: int | None = Field(None, ge=1, description="first N items (BBH: of each task), after the shots")
+    max_new_tokens: int = Field(256, ge=1)
+    prompt_format: Literal["auto", "chat", "raw"] = Field("auto", description="auto: raw for base models")
+    seed: int = Field(0, description="draws the few-shot examples")
+
+
+class GSM8KConfig(_GenerationTaskConfig):
     """GSM8K grade-school maths: greedy chain of thought, final number exact match."""
 
     kind: Literal["gsm8k"]
@@ -116,26 +126,18 @@ class GSM8KConfig(_EvalConfig):
     split: str = "test"
     config: str | None = Field("main", description="hub dataset config")
     shots: int = Field(5, ge=0, description="worked examples, drawn (seeded) from the items, never scored")
-    limit: int | None = Field(None, ge=1, description="first N items after the shots are drawn")
-    max_new_tokens: int = Field(256, ge=1)
-    prompt_format: Literal["auto", "chat", "raw"] = "auto"
-    seed: int = 0
 
 
-class BBHConfig(_EvalConfig):
+class BBHConfig(_GenerationTaskConfig):
     """BIG-Bench Hard free-answer tasks with their 3-shot chain-of-thought prompts, exact match."""
 
     kind: Literal["bbh"]
     name: str = "bbh"
     source: str = Field(description="a BIG-Bench-Hard checkout (bbh/ and cot-prompts/)")
     tasks: list[str] | None = Field(None, description="task names; default: the free-answer tasks")
-    limit: int | None = Field(None, ge=1, description="first N examples of each task")
-    max_new_tokens: int = Field(256, ge=1)
-    prompt_format: Literal["auto", "chat", "raw"] = "auto"
-    seed: int = 0
 
 
-class DROPConfig(_EvalConfig):
+class DROPConfig(_GenerationTaskConfig):
     """DROP reading comprehension with discrete reasoning: answer F1 and exact match."""
 
     kind: Literal["drop"]
@@ -144,10 +146,7 @@ class DROPConfig(_EvalConfig):
     split: str = "validation"
     config: str | None = None
     shots: int = Field(3, ge=0, description="answered examples, drawn (seeded) from the items, never scored")
-    limit: int | None = Field(None, ge=1, description="first N items after the shots are drawn")
     max_new_tokens: int = Field(64, ge=1)
-    prompt_format: Literal["auto", "chat", "raw"] = "auto"
-    seed: int = 0
 
 
 class HumanEvalConfig(_EvalConfig):
