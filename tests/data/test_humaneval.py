@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import shared_data
 
-from aftertune.data.humaneval import HumanEvalTask, load_humaneval
+from aftertune.data.humaneval import HumanEvalTask, load_humaneval, load_humaneval_hub
 from aftertune.errors import InputError
 
 ROW = {
@@ -86,3 +86,14 @@ def test_missing_empty_and_broken_files_say_so(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match="latin.jsonl:2: not valid UTF-8"):
         load_humaneval(latin)
+
+
+def test_the_hub_path_reads_the_same_tasks(tmp_path: Path) -> None:
+    """`load_humaneval_hub` (openai/openai_humaneval for users online), exercised on a local file."""
+    plain = write_rows(tmp_path / "tasks.jsonl", [json.dumps(ROW), json.dumps({**ROW, "task_id": "Toy/1"})])
+    assert load_humaneval_hub("json", split="train", data_files=str(plain)) == load_humaneval(plain)
+    broken = write_rows(tmp_path / "broken.jsonl", [json.dumps({**ROW, "entry_point": "not a name"})])
+    with pytest.raises(InputError, match=r"json\[train\] row 0: entry_point"):
+        load_humaneval_hub("json", split="train", data_files=str(broken))
+    with pytest.raises(InputError, match="Cannot load the Hugging Face dataset"):
+        load_humaneval_hub("json", split="train", data_files=str(tmp_path / "absent.jsonl"))

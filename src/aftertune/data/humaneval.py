@@ -75,13 +75,16 @@ def load_humaneval(path: Path) -> tuple[HumanEvalTask, ...]:
     return tuple(tasks)
 
 
-def load_humaneval_hub(dataset: str, split: str = "test") -> tuple[HumanEvalTask, ...]:
+def load_humaneval_hub(
+    dataset: str, split: str = "test", data_files: str | None = None
+) -> tuple[HumanEvalTask, ...]:
     """HumanEval-format tasks from a Hugging Face dataset id (e.g. `openai/openai_humaneval`), for
-    users with internet; the rows hold the same fields as the JSONL file."""
+    users with internet; the rows hold the same fields as the JSONL file. (`"json"` with `data_files`
+    reads a local file through the same path.)"""
     from datasets import load_dataset  # lazy: importing datasets takes about a second
 
     try:
-        rows = load_dataset(dataset, split=split)
+        rows = load_dataset(dataset, split=split, data_files=data_files)
     except Exception as e:  # datasets raises many types (not found, offline, no such split)
         raise InputError(
             f"Cannot load the Hugging Face dataset '{dataset}' (split {split!r}): {e}. Check the id and "
