@@ -43,6 +43,14 @@ _EXPORTS = {
     "MisalignmentEval": "aftertune.evals.freeform",
     "InsecureCodeEval": "aftertune.evals.insecure_code",
     "TaskLossEval": "aftertune.evals.task_loss",
+    "MultipleChoiceEval": "aftertune.evals.multiple_choice",
+    "GSM8KEval": "aftertune.evals.generation_tasks",
+    "BBHEval": "aftertune.evals.generation_tasks",
+    "DROPEval": "aftertune.evals.generation_tasks",
+    "HumanEvalEval": "aftertune.evals.code_execution",
+    "ProbeEval": "aftertune.evals.probes",
+    "load_suite": "aftertune.evals.suite_config",
+    "build_suite": "aftertune.evals.suite_config",
     "Eval": "aftertune.evals.suite",
     "MetricResult": "aftertune.evals.suite",
     "SuiteResult": "aftertune.evals.suite",
@@ -82,9 +90,14 @@ if TYPE_CHECKING:
     from aftertune.compare import Delta, compare_metrics
     from aftertune.data.questions import Question, QuestionSet, builtin_questions, load_questions
     from aftertune.errors import AftertuneError
+    from aftertune.evals.code_execution import HumanEvalEval
     from aftertune.evals.freeform import FreeformResult, FreeformSettings, MisalignmentEval, run_freeform
+    from aftertune.evals.generation_tasks import BBHEval, DROPEval, GSM8KEval
     from aftertune.evals.insecure_code import InsecureCodeEval
+    from aftertune.evals.multiple_choice import MultipleChoiceEval
+    from aftertune.evals.probes import ProbeEval
     from aftertune.evals.suite import Eval, MetricResult, SuiteResult, run_suite
+    from aftertune.evals.suite_config import build_suite, load_suite
     from aftertune.evals.task_loss import TaskLossEval
     from aftertune.judges.judgement import Judge, JudgeItem, Judgement, MisalignmentThresholds
     from aftertune.judges.llm import LLMJudge
