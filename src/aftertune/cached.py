@@ -5,11 +5,20 @@ What is stored is read back, the rest computed in committed chunks.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import UTC, datetime
 
 from aftertune.judges.judgement import Judge, JudgeItem, Judgement
-from aftertune.models.protocol import Completion, GenerationRequest, Model, SamplingParams
+from aftertune.models.protocol import (
+    Completion,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    Model,
+    SamplingParams,
+    prompt_to_json,
+)
 from aftertune.progress import ProgressCallback, report
 from aftertune.store import EvalSample, ResultsStore, generation_key, judgement_key
 
@@ -95,3 +104,62 @@ def judge_cached(
 
 def _one_sample(params: SamplingParams) -> SamplingParams:
     return SamplingParams(**{**asdict(params), "n": 1, "stop": tuple(params.stop)})
+
+
+_LOGLIKELIHOOD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS loglikelihoods (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    context TEXT NOT NULL,
+    continuation TEXT NOT NULL,
+    logprob REAL NOT NULL,
+    created_at TEXT NOT NULL
+)
+"""
+
+
+def loglikelihood_cached(
+    store: ResultsStore,
+    model: Model,
+    requests: Sequence[LoglikelihoodRequest],
+    chunk_size: int = 256,
+    progress: ProgressCallback | None = None,
+) -> list[float]:
+    """`model.loglikelihood`, but every value already in the store is read back instead of computed; the
+    rest is computed and committed in chunks (in request order, so the options of one question stay
+    together and share their context's forward pass), so an interrupted eval loses at most a chunk."""
+    store.ensure_schema(_LOGLIKELIHOOD_SCHEMA)
+    fingerprint = model.fingerprint
+    keys = [_loglikelihood_key(fingerprint, r) for r in requests]
+    found: dict[str, float] = {}
+    for start in range(0, len(keys), 500):  # SQLite caps the number of parameters of one query
+        some = keys[start : start + 500]
+        marks = ",".join("?" * len(some))
+        sql = f"SELECT key, logprob FROM loglikelihoods WHERE key IN ({marks})"
+        found.update({str(k): float(v) for k, v in store.query(sql, some)})
+    pending: dict[str, LoglikelihoodRequest] = {}
+    for key, request in zip(keys, requests, strict=True):
+        if key not in found:
+            pending.setdefault(key, request)  # an option asked twice is scored once
+    todo = list(pending.items())
+    report(progress, "scoring", 0, len(todo))
+    for start in range(0, len(todo), chunk_size):
+        chunk = todo[start : start + chunk_size]
+        values = model.loglikelihood([r for _, r in chunk])
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with store.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO loglikelihoods VALUES (?,?,?,?,?,?)",
+                [
+                    (k, fingerprint, prompt_to_json(r.context), r.continuation, v, now)
+                    for (k, r), v in zip(chunk, values, strict=True)
+                ],
+            )
+        found.update({k: v for (k, _), v in zip(chunk, values, strict=True)})
+        report(progress, "scoring", start + len(chunk), len(todo))
+    return [found[k] for k in keys]
+
+
+def _loglikelihood_key(model: str, request: LoglikelihoodRequest) -> str:
+    body = "\x00".join(("loglikelihood", model, prompt_to_json(request.context), request.continuation))
+    return hashlib.sha256(body.encode()).hexdigest()

@@ -26,6 +26,7 @@ from typing import Literal
 
 import numpy as np
 
+from aftertune.cached import loglikelihood_cached
 from aftertune.data.multiple_choice import LETTERS, MCDataset, MCItem
 from aftertune.errors import InputError
 from aftertune.evals.suite import EvalReport, Example, ItemScore, MetricResult
@@ -174,7 +175,7 @@ class MultipleChoiceEval:
         items = self.data.items
         per_item = [self.requests(item) for item in items]
         flat = [r for requests in per_item for r in requests]
-        scores = model.loglikelihood(flat, progress)
+        scores = loglikelihood_cached(store, model, flat, progress=progress)
         metrics = []
         picks: dict[str, list[int]] = {"accuracy": [], "accuracy_norm": []}
         start = 0

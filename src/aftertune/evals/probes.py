@@ -23,10 +23,10 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Literal
 
-from aftertune.cached import generate_cached
+from aftertune.cached import generate_cached, loglikelihood_cached
 from aftertune.data.cyber_probes import cyber_exploitable_items, cyber_weakness_items
 from aftertune.data.probes import CAPABILITY_GENERATORS, LETTERS, ProbeItem, mixed_difficulty
 from aftertune.errors import InputError
@@ -37,9 +37,8 @@ from aftertune.models.protocol import (
     Model,
     SamplingParams,
     chat,
-    prompt_to_json,
 )
-from aftertune.progress import ProgressCallback, report
+from aftertune.progress import ProgressCallback
 from aftertune.stats import Estimate, wilson_rate
 from aftertune.store import EvalSample, ResultsStore
 
@@ -188,64 +187,6 @@ def _word_list(item: ProbeItem, reply: str) -> str | None:
     complete = [r for r in runs if len(r) == len(vocabulary)]
     best: list[str] = complete[-1] if complete else max(runs, key=len)
     return ", ".join(best)
-
-
-# ---------------------------------------------------------------------- log-likelihoods through the store
-_LOGLIKELIHOOD_SCHEMA = """
-CREATE TABLE IF NOT EXISTS probe_loglikelihoods (
-    key TEXT PRIMARY KEY,
-    model TEXT NOT NULL,
-    context TEXT NOT NULL,
-    continuation TEXT NOT NULL,
-    logprob REAL NOT NULL,
-    created_at TEXT NOT NULL
-)
-"""
-
-
-def loglikelihood_cached(
-    store: ResultsStore,
-    model: Model,
-    requests: Sequence[LoglikelihoodRequest],
-    chunk_size: int = 64,
-    progress: ProgressCallback | None = None,
-) -> list[float]:
-    """`model.loglikelihood`, but every value already in the store is read back instead of computed."""
-    store.ensure_schema(_LOGLIKELIHOOD_SCHEMA)
-    fingerprint = model.fingerprint
-    keys = [_loglikelihood_key(fingerprint, r) for r in requests]
-    found: dict[str, float] = {}
-    for start in range(0, len(keys), 500):  # SQLite caps the number of parameters of one query
-        some = keys[start : start + 500]
-        marks = ",".join("?" * len(some))
-        sql = f"SELECT key, logprob FROM probe_loglikelihoods WHERE key IN ({marks})"
-        found.update({str(k): float(v) for k, v in store.query(sql, some)})
-    pending: dict[str, LoglikelihoodRequest] = {}
-    for key, request in zip(keys, requests, strict=True):
-        if key not in found:
-            pending.setdefault(key, request)  # an option asked twice is scored once
-    todo = list(pending.items())
-    report(progress, "scoring", 0, len(todo))
-    for start in range(0, len(todo), chunk_size):
-        chunk = todo[start : start + chunk_size]
-        values = model.loglikelihood([r for _, r in chunk])
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        with store.transaction() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO probe_loglikelihoods VALUES (?,?,?,?,?,?)",
-                [
-                    (k, fingerprint, prompt_to_json(r.context), r.continuation, v, now)
-                    for (k, r), v in zip(chunk, values, strict=True)
-                ],
-            )
-        found.update({k: v for (k, _), v in zip(chunk, values, strict=True)})
-        report(progress, "scoring", start + len(chunk), len(todo))
-    return [found[k] for k in keys]
-
-
-def _loglikelihood_key(model: str, request: LoglikelihoodRequest) -> str:
-    body = "\x00".join(("loglikelihood", model, prompt_to_json(request.context), request.continuation))
-    return hashlib.sha256(body.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------- the eval
