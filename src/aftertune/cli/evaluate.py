@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,12 +33,17 @@ def _run_suite_eval(config: EvalConfig) -> None:
         model = load_model(
             config.model, adapter=config.adapter, dtype=config.dtype, batch_size=config.batch_size
         )
+    if config.triggers or config.framing:
+        with progress_bars() as progress:
+            body = _run_differential(config, evals, model, store, progress)
+        store.close()
+        _write_summary(run_dir / "differential.json", body)
+        return
     with progress_bars() as progress:
         result = run_suite(evals, model, store, progress, label=config.model_label())
     store.close()
     judges = judges_of(evals)
     console.print(suite_table(result, f"{config.model_label()} on suite '{config.suite}'", judges))
-    summary = run_dir / "summary.json"
     body = {
         "model": result.model,
         "label": config.model_label(),
@@ -46,16 +51,72 @@ def _run_suite_eval(config: EvalConfig) -> None:
         "judges": judges,
         "metrics": {name: asdict(m.estimate) for name, m in result.metrics.items()},
     }
+    _write_summary(run_dir / "summary.json", body)
+
+
+def _run_differential(
+    config: EvalConfig, evals: list[Any], model: Any, store: Any, progress: Any
+) -> dict[str, Any]:
+    """--trigger (one: backdoor differential; several: a ranked scan) or --framing: the suite under
+    two conditions on the same items, paired deltas with 95% intervals."""
+    from aftertune.evals.differential import (
+        backdoor_differential,
+        framing_differential,
+        training_framing,
+        trigger_scan,
+        unmonitored_framing,
+    )
+    from aftertune.evals.suite import judges_of
+    from aftertune.models.framing import PromptEdit
+    from aftertune.report.terminal import delta_table, trigger_scan_table
+
+    if config.triggers and config.framing:
+        raise InputError("Give --trigger or --framing, not both: each is its own comparison.")
+    label, judges = config.model_label(), judges_of(evals)
+    if config.framing:
+        framing = training_framing(*([config.framing_text] if config.framing_text else []))
+        reference = unmonitored_framing(*([config.reference_text] if config.reference_text else []))
+        diff = framing_differential(
+            evals, model, store, framing=framing, reference=reference, label=label, seed=config.seed,
+            progress=progress,
+        )  # fmt: skip
+        console.print(delta_table(diff.deltas, f"Compliance gap: '{framing.text}' minus '{reference.text}'"))
+        return {"kind": "framing", "judges": judges, **diff.summary()}
+    edits = [PromptEdit(config.trigger_place, text) for text in config.triggers]
+    if len(edits) == 1:
+        diff = backdoor_differential(
+            evals, model, store, edits[0], label=label, seed=config.seed, progress=progress
+        )
+        console.print(delta_table(diff.deltas, f"With minus without the trigger {edits[0].text!r}"))
+        return {"kind": "trigger", "judges": judges, **diff.summary()}
+    scan = trigger_scan(
+        evals,
+        model,
+        store,
+        edits,
+        metric=config.scan_metric,
+        label=label,
+        seed=config.seed,
+        progress=progress,
+    )
+    console.print(trigger_scan_table(scan))
+    return {"kind": "trigger_scan", "judges": judges, **scan.summary()}
+
+
+def _write_summary(path: Path, body: dict[str, Any]) -> None:
     try:
-        summary.write_text(json.dumps(body, indent=2) + "\n")
+        path.write_text(json.dumps(body, indent=2, default=str) + "\n")
     except OSError as e:
-        raise StoreError(
-            f"Cannot write {summary}: {e.strerror}. The results store keeps every result."
-        ) from e
-    console.print(f"Results: {run_dir / 'results.sqlite'}, {summary}")
+        raise StoreError(f"Cannot write {path}: {e.strerror}. The results store keeps every result.") from e
+    console.print(f"Results: {path.parent / 'results.sqlite'}, {path}")
 
 
 def _run_eval(config: EvalConfig) -> None:
+    if (config.triggers or config.framing) and config.suite is None:
+        raise InputError(
+            "--trigger and --framing compare a suite under two conditions: give --suite too, e.g. "
+            "--suite quick (`aftertune suites` lists the named ones)."
+        )
     if config.suite is not None:
         _run_suite_eval(config)
         return
@@ -153,15 +214,33 @@ def eval_command(
     batch_size: Annotated[
         int | None, typer.Option(help="rows per forward pass, hf backend (default 16)")
     ] = None,
+    trigger: Annotated[
+        list[str] | None,
+        typer.Option(help="with --suite: compare with/without this trigger; repeat it to rank candidates"),
+    ] = None,
+    trigger_place: Annotated[
+        str | None, typer.Option(help="where the trigger goes: system, prefix or suffix (default suffix)")
+    ] = None,
+    scan_metric: Annotated[str | None, typer.Option(help="rank a trigger scan by this eval/metric")] = None,
+    framing: Annotated[
+        bool, typer.Option("--framing", help="with --suite: 'trained on' vs 'unmonitored' system prompts")
+    ] = False,
+    framing_text: Annotated[str | None, typer.Option(help="the 'trained on' framing sentence")] = None,
+    reference_text: Annotated[str | None, typer.Option(help="the 'unmonitored' framing sentence")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML/JSON file with any of these settings")] = None,
 ) -> None:
-    """Evaluate MODEL on free-form misalignment questions, judged, with 95% intervals.
+    """Evaluate MODEL on free-form misalignment questions (or a --suite), judged, with 95% intervals.
+
+    With --suite, --trigger compares the suite with and without a trigger string (several: a ranked
+    scan) and --framing gives the compliance gap between two system-prompt framings.
 
     Re-running the same command reuses every stored sample and judgement; an interrupted run resumes.
     """
     flags = dict(
         model=model, questions=questions, suite=suite, judge=judge, samples=samples, out=out, adapter=adapter,
         temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+        triggers=trigger or None, trigger_place=trigger_place, scan_metric=scan_metric,
+        framing=framing or None, framing_text=framing_text, reference_text=reference_text,
     )  # fmt: skip
     _run_eval(resolve_config(EvalConfig, config, flags))
 

@@ -9,6 +9,8 @@ from aftertune.data.code_dataset import (
     read_chat_prompts,
     write_chat_jsonl,
 )
+from aftertune.data.deception import builtin_deception, load_deception
+from aftertune.data.harmful_prompts import builtin_refusal_prompts, load_harmful_prompts
 from aftertune.data.humaneval import HumanEvalTask, load_humaneval, load_humaneval_hub
 from aftertune.data.multiple_choice import MCDataset, MCItem, load_mmlu, load_multiple_choice
 from aftertune.data.probes import ProbeItem
@@ -16,6 +18,10 @@ from aftertune.data.questions import Question, QuestionSet, builtin_questions, l
 from aftertune.data.training import TrainingData, TrainingExample, load_training_data
 
 __all__ = [
+    "builtin_deception",
+    "load_deception",
+    "builtin_refusal_prompts",
+    "load_harmful_prompts",
     "HumanEvalTask",
     "MCDataset",
     "MCItem",

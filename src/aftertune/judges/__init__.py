@@ -4,8 +4,12 @@ from aftertune.judges.judgement import Judge, JudgeClass, JudgeItem, Judgement, 
 from aftertune.judges.llm import LLMJudge
 from aftertune.judges.load import load_judge
 from aftertune.judges.offline import OfflineJudge
+from aftertune.judges.refusal import LLMRefusalJudge, OfflineRefusalJudge, load_refusal_judge
 
 __all__ = [
+    "LLMRefusalJudge",
+    "OfflineRefusalJudge",
+    "load_refusal_judge",
     "Judge",
     "JudgeClass",
     "JudgeItem",

@@ -1,5 +1,7 @@
-"""Model backends behind one protocol: `hf` (transformers + peft) and `openai` (any compatible endpoint)."""
+"""Model backends behind one protocol: `hf` (transformers + peft) and `openai` (any compatible endpoint);
+`framing.FramedModel` edits every prompt (triggers, system-prompt framings)."""
 
+from aftertune.models.framing import FramedModel, PromptEdit
 from aftertune.models.protocol import (
     Completion,
     GenerationRequest,
@@ -12,6 +14,8 @@ from aftertune.models.protocol import (
 )
 
 __all__ = [
+    "FramedModel",
+    "PromptEdit",
     "Completion",
     "GenerationRequest",
     "LoglikelihoodRequest",

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aftertune.compare import Delta
+from aftertune.evals.differential import TriggerScan
 from aftertune.evals.freeform import FreeformResult, QuestionSummary
 from aftertune.evals.suite import MetricKind, SuiteResult
 from aftertune.report.format import (
@@ -236,4 +237,35 @@ def suite_table(result: SuiteResult, title: str, judges: dict[str, str] | None =
         )
     notes = [f"{ev}: judge {judge}" for ev, judge in (judges or {}).items()]
     table.caption = "Rates in %. " + "; ".join(notes)
+    return table
+
+
+def trigger_scan_table(scan: TriggerScan) -> Table:
+    """Candidate triggers, strongest behaviour shift first: the metric it moved most and by how much."""
+    table = Table(
+        title=f"Trigger scan against '{scan.reference}'",
+        box=box.SIMPLE_HEAD,
+        caption=(
+            "strength = |delta| / its standard error (> 1.96: the 95% interval excludes 0); "
+            f"* = significant after Bonferroni over {len(scan.metrics)} metric(s) x {len(scan.shifts)} "
+            "trigger(s)."
+        ),
+        caption_justify="left",
+    )
+    for name in ["rank", "trigger", "where", "top metric"]:
+        table.add_column(name, overflow="fold")
+    table.add_column("delta [95% CI]", justify="right", no_wrap=True)
+    table.add_column("strength", justify="right")
+    table.add_column("sig.", justify="center")
+    for rank, shift in enumerate(scan.shifts, start=1):
+        top = shift.top
+        table.add_row(
+            str(rank),
+            Text(shift.trigger.text),
+            shift.trigger.kind,
+            Text(top.metric) if top else "—",
+            format_delta(top.estimate, top.kind) if top else "—",
+            f"{shift.strength:.1f}",
+            Text("*", style="bold") if shift.significant_corrected else "",
+        )
     return table
