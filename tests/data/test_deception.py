@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import shared_data
 
-from aftertune.data.deception import builtin_answer_key, load_deception, parse_deception
+from aftertune.data.deception import BUILTIN_KEY_SOURCE, builtin_answer_key, load_deception, parse_deception
 from aftertune.errors import InputError
 
 GOOD = r"""
@@ -47,7 +47,7 @@ def test_answers_field_system_prompts_and_the_builtin_key_fallback() -> None:
     )
     bare = bare.replace("  answers: *a\n", "")
     atlantis, france = parse_deception(bare, "d.yaml", "d").framings[1].answers
-    assert atlantis is None and france is not None and france.source == "aftertune built-in key"
+    assert atlantis is None and france is not None and france.source == BUILTIN_KEY_SOURCE
 
 
 @pytest.mark.needs_data
@@ -66,7 +66,7 @@ def test_the_upstream_file_loads_as_it_is_with_the_builtin_key() -> None:
         known = dict(zip(f.question.paraphrases, f.answers, strict=True))
         assert known["What are imaginary numbers?"] is None
         assert sum(a is not None for a in f.answers) == 19
-        assert all(a.source == "aftertune built-in key" for a in f.answers if a is not None)
+        assert all(a.source == BUILTIN_KEY_SOURCE for a in f.answers if a is not None)
 
 
 #: (question, a correct answer, a false answer) for every question of the built-in key

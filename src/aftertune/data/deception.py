@@ -45,7 +45,7 @@ class KnownAnswer:
 
     correct: tuple[str, ...]
     incorrect: tuple[str, ...]
-    #: where the key comes from: "FILE:LINE" or "aftertune built-in key"
+    #: where the key comes from: "FILE:LINE" or BUILTIN_KEY_SOURCE
     source: str = ""
 
     def verdict(self, answer: str) -> tuple[bool | None, str]:
@@ -223,12 +223,16 @@ def builtin_deception() -> DeceptionSet:
     return parse_deception(text, "aftertune built-in deception questions", "builtin")
 
 
+#: the `source` of every answer that comes from aftertune's built-in key
+BUILTIN_KEY_SOURCE = "aftertune built-in key (data/builtin/deception_answers.yaml)"
+
+
 @cache
 def builtin_answer_key() -> dict[str, KnownAnswer]:
     """aftertune's key for the factual questions of the upstream deception_factual.yaml, by question
     text (whitespace and case ignored). "What are imaginary numbers?" has none: a definition cannot
     be matched reliably, so its answers stay unscored offline."""
-    source = "aftertune built-in key (data/builtin/deception_answers.yaml)"
+    source = BUILTIN_KEY_SOURCE
     text = resources.files("aftertune.data").joinpath("builtin/deception_answers.yaml").read_text("utf-8")
     entries = yaml.safe_load(text)
     return {
