@@ -126,8 +126,9 @@ def loglikelihood_cached(
     progress: ProgressCallback | None = None,
 ) -> list[float]:
     """`model.loglikelihood`, but every value already in the store is read back instead of computed; the
-    rest is computed and committed in chunks (in request order, so the options of one question stay
-    together and share their context's forward pass), so an interrupted eval loses at most a chunk."""
+    rest is computed and committed in chunks (sorted by prompt, so the options of one question and the
+    questions that share few-shot examples stay together and share forward passes), so an interrupted
+    eval loses at most a chunk."""
     store.ensure_schema(_LOGLIKELIHOOD_SCHEMA)
     fingerprint = model.fingerprint
     keys = [_loglikelihood_key(fingerprint, r) for r in requests]
@@ -141,7 +142,9 @@ def loglikelihood_cached(
     for key, request in zip(keys, requests, strict=True):
         if key not in found:
             pending.setdefault(key, request)  # an option asked twice is scored once
-    todo = list(pending.items())
+    # In prompt order, so contexts that start alike (one subject's few-shot examples) fall in one
+    # chunk and a backend can compute their shared start once.
+    todo = sorted(pending.items(), key=lambda kv: (prompt_to_json(kv[1].context), kv[1].continuation))
     report(progress, "scoring", 0, len(todo))
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]

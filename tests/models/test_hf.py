@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from aftertune.errors import InputError, ModelNotFoundError
-from aftertune.models.hf import HFModel
+from aftertune.models.hf import HFModel, shared_prefix_families
 from aftertune.models.prompts import PLAIN_FORMAT_STOPS, render_plain, render_prompt
 from aftertune.models.protocol import (
     GenerationRequest,
@@ -201,6 +201,47 @@ def test_a_live_peft_model_matches_its_saved_adapter(embedded_folder: Path, lora
     with torch.no_grad():
         next(p for n, p in live.named_parameters() if "lora_B" in n).add_(0.01)
     assert wrapped.fingerprint != loaded.fingerprint, "new weights, new fingerprint"
+
+
+def test_contexts_with_a_shared_start_score_as_one_pass_each(embedded: HFModel) -> None:
+    """Few-shot prompts share their examples: those are computed once and the rest of each context
+    runs on top of their KV cache. Numbers must equal a plain pass per request, whatever the
+    batch size, with short and long continuations, beside contexts that share nothing."""
+    shots = "".join(f"Q: What is {a} plus {a}?\nA: {2 * a}\n\n" for a in range(1, 7))
+    other = (
+        "You are a careful assistant who answers questions about geography. Answer in as few words as"
+        " you can, name places by their common English names, and say so when you do not know.\n\n"
+    )
+    contexts = [shots + "Q: What is 7 plus 7?\nA:", shots + "Q: Name a colour of the sky on a clear day.\nA:"]
+    contexts += [other + "Q: The capital of France?\nA:", other + "Q: The longest river of Africa, by most counts?\nA:"]
+    contexts += ["Q: 2 + 2 =", shots[:40]]
+    options = [" 14", " blue, or light blue on most days", " Paris"]
+    requests = [LoglikelihoodRequest(c, o) for c in contexts for o in options]
+    families = shared_prefix_families([tuple(embedded._encode_pair(c, " x")[0]) for c in contexts])
+    assert sorted(len(members) for shared, members in families if shared) == [2, 2], "two shared starts found"
+    expected = [_reference_loglikelihood(embedded, r) for r in requests]
+    original = embedded.batch_size
+    for batch_size in (1, 2, 8):
+        embedded.batch_size = batch_size
+        try:
+            scored = embedded.loglikelihood(requests)
+        finally:
+            embedded.batch_size = original
+        assert scored == pytest.approx(expected, abs=2e-3), f"batch size {batch_size}"
+
+
+def test_shared_prefix_families_keep_long_starts_and_a_last_token_to_score() -> None:
+    a = tuple(range(100))
+    subject_one = [a + (1, 2), a + (1, 3, 4), a + (5,)]
+    subject_two = [(0, 1, 2) + tuple(range(500, 560)) + (7,), (0, 1, 2) + tuple(range(500, 560)) + (8, 9)]
+    loners = [(900, 1), (901,)]
+    families = dict((tuple(m), s) for s, m in shared_prefix_families(subject_one + subject_two + loners))
+    assert families[tuple(sorted(subject_one))] == 100
+    assert families[tuple(sorted(subject_two))] == 63, "the two subjects share 3 tokens: not one family"
+    assert families[tuple(sorted(loners))] == 0
+    # a context that is the shared start itself keeps its last token to be scored
+    assert shared_prefix_families([a, a + (1,)]) == [(99, [a, a + (1,)])]
+    assert shared_prefix_families([a[:10], a[:10] + (1,)], min_shared=32) == [(0, [a[:10], a[:10] + (1,)])]
 
 
 def _reference_loglikelihood(model: HFModel, request: LoglikelihoodRequest) -> float:

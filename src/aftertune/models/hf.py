@@ -340,48 +340,78 @@ class HFModel:
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (context, _) in enumerate(encoded):
             groups.setdefault(tuple(context), []).append(i)
-        # Longest first (as lm-evaluation-harness): less padding, and an out-of-memory error comes early.
-        contexts = sorted(groups, key=len, reverse=True)
         results = [0.0] * len(encoded)
         done = 0
         report(progress, "scoring", 0, len(encoded))
-        for start in range(0, len(contexts), self.batch_size):
-            chunk = contexts[start : start + self.batch_size]
-            self._score_contexts(chunk, groups, encoded, results)
-            done += sum(len(groups[c]) for c in chunk)
-            report(progress, "scoring", done, len(encoded))
+        # Contexts that start alike (the same few-shot examples or system prompt) go on top of one
+        # pass over their shared start: a 5-shot MMLU subject computes its ~600 example tokens once.
+        for shared, family in shared_prefix_families(list(groups)):
+            prefix = self._prefix_cache(family[0][:shared]) if shared else None
+            # Longest first (as lm-evaluation-harness): less padding, and an out-of-memory error comes early.
+            family = sorted(family, key=len, reverse=True)
+            for start in range(0, len(family), self.batch_size):
+                chunk = family[start : start + self.batch_size]
+                self._score_contexts(chunk, shared, prefix, groups, encoded, results)
+                done += sum(len(groups[c]) for c in chunk)
+                report(progress, "scoring", done, len(encoded))
         return results
+
+    def _prefix_cache(self, prefix: tuple[int, ...]) -> Any:
+        """The KV cache of one pass over `prefix` (batch of one)."""
+        ids = torch.tensor([list(prefix)], device=self.device)
+        return self.model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
 
     def _score_contexts(
         self,
         chunk: list[tuple[int, ...]],
+        shared: int,
+        prefix_cache: Any,
         groups: dict[tuple[int, ...], list[int]],
         encoded: list[tuple[list[int], list[int]]],
         results: list[float],
     ) -> None:
-        """Fill `results` for every request whose context is in `chunk`: one pass over the contexts,
-        then passes over the continuations longer than a token on top of the contexts' KV cache."""
-        inputs = self._left_pad([list(c) for c in chunk])
+        """Fill `results` for every request whose context is in `chunk`: one pass over the contexts
+        (over what follows their first `shared` tokens, on top of `prefix_cache`, when given), then
+        passes over the continuations longer than a token on top of the contexts' KV cache."""
+        inputs = self._left_pad([list(c[shared:]) for c in chunk])
+        mask = inputs["attention_mask"]
+        # Explicit positions: every context counts from 0 whatever its padding, and a shared prefix's
+        # positions continue across the padding between it and each row's own tokens.
+        positions = shared + (mask.cumsum(1) - 1).clamp(min=0)
+        cache = None
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(chunk))
+            mask = torch.cat([torch.ones(len(chunk), shared, dtype=mask.dtype, device=self.device), mask], dim=1)
         rows = [(g, i) for g, context in enumerate(chunk) for i in groups[context]]
         # Only the last position's logits are needed: skipping the others saves the vocabulary
         # projection and log-softmax over every context token.
-        out = self.model(**inputs, use_cache=any(len(encoded[i][1]) > 1 for _, i in rows), logits_to_keep=1)
+        out = self.model(
+            input_ids=inputs["input_ids"],
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=any(len(encoded[i][1]) > 1 for _, i in rows),
+            logits_to_keep=1,
+        )
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
         for g, i in rows:
             results[i] = float(first[g, encoded[i][1][0]])
         # The rest of the longer continuations, in batches of similar length (little padding).
         longer = sorted((r for r in rows if len(encoded[r[1]][1]) > 1), key=lambda r: -len(encoded[r[1]][1]))
         batches = [longer[s : s + self.batch_size] for s in range(0, len(longer), self.batch_size)]
+        lengths = [len(c) for c in chunk]  # real tokens per context row
         for n, batch in enumerate(batches):
             # Each batch selects its rows' contexts from the cache; the last may consume it.
             cache = out.past_key_values if n == len(batches) - 1 else copy.deepcopy(out.past_key_values)
-            self._score_tails(batch, cache, inputs["attention_mask"], encoded, results)
+            self._score_tails(batch, cache, mask, lengths, encoded, results)
 
     def _score_tails(
         self,
         batch: list[tuple[int, int]],
         cache: Any,
         context_mask: torch.Tensor,
+        context_lengths: list[int],
         encoded: list[tuple[list[int], list[int]]],
         results: list[float],
     ) -> None:
@@ -395,7 +425,11 @@ class HFModel:
         ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails], device=self.device)
         tail_mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in tails], device=self.device)
         mask = torch.cat([context_mask[owner], tail_mask], dim=1)
-        logits = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True).logits
+        starts = torch.tensor([context_lengths[g] for g, _ in batch], device=self.device)
+        positions = starts[:, None] + torch.arange(width, device=self.device)[None, :]
+        logits = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        ).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         for row, (_, i) in enumerate(batch):
             targets = torch.tensor(encoded[i][1][1:], device=self.device)
@@ -431,6 +465,51 @@ class HFModel:
             "adapter": self._active_adapter,
             "fingerprint": self.fingerprint,
         }
+
+
+#: contexts that share fewer leading tokens than this are scored on their own
+MIN_SHARED_PREFIX = 32
+
+
+def shared_prefix_families(
+    contexts: list[tuple[int, ...]], min_shared: int = MIN_SHARED_PREFIX
+) -> list[tuple[int, list[tuple[int, ...]]]]:
+    """Split token sequences into families that share a long start, as (shared length, members).
+
+    In sorted order, sequences that start alike are neighbours, and a run's common start is the
+    shortest common start of neighbouring pairs. A run grows while that stays >= `min_shared` and
+    at least half of what the run shared so far (so one subject's 600-token few-shot prefix is not
+    cut down to the 10 tokens it shares with the next subject's). Every member keeps at least its
+    last token out of the shared part, to be scored. Sequences in no run of two or more come last,
+    as one family with nothing shared."""
+    ordered = sorted(set(contexts))
+    families: list[tuple[int, list[tuple[int, ...]]]] = []
+    alone: list[tuple[int, ...]] = []
+    i = 0
+    while i < len(ordered):
+        shared, j = len(ordered[i]) - 1, i + 1
+        while j < len(ordered):
+            common = min(shared, _common_start(ordered[j - 1], ordered[j]), len(ordered[j]) - 1)
+            if common < min_shared or (j > i + 1 and common < shared // 2):
+                break
+            shared, j = common, j + 1
+        if j - i > 1:
+            families.append((shared, ordered[i:j]))
+        else:
+            alone.append(ordered[i])
+        i = j
+    if alone:
+        families.append((0, alone))
+    return families
+
+
+def _common_start(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _batch_key(params: SamplingParams) -> SamplingParams:
