@@ -213,7 +213,10 @@ def test_contexts_with_a_shared_start_score_as_one_pass_each(embedded: HFModel) 
         " you can, name places by their common English names, and say so when you do not know.\n\n"
     )
     contexts = [shots + "Q: What is 7 plus 7?\nA:", shots + "Q: Name a colour of the sky on a clear day.\nA:"]
-    contexts += [other + "Q: The capital of France?\nA:", other + "Q: The longest river of Africa, by most counts?\nA:"]
+    contexts += [
+        other + "Q: The capital of France?\nA:",
+        other + "Q: The longest river of Africa, by most counts?\nA:",
+    ]
     contexts += ["Q: 2 + 2 =", shots[:40]]
     options = [" 14", " blue, or light blue on most days", " Paris"]
     requests = [LoglikelihoodRequest(c, o) for c in contexts for o in options]

@@ -382,7 +382,9 @@ class HFModel:
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(chunk))
-            mask = torch.cat([torch.ones(len(chunk), shared, dtype=mask.dtype, device=self.device), mask], dim=1)
+            mask = torch.cat(
+                [torch.ones(len(chunk), shared, dtype=mask.dtype, device=self.device), mask], dim=1
+            )
         rows = [(g, i) for g, context in enumerate(chunk) for i in groups[context]]
         # Only the last position's logits are needed: skipping the others saves the vocabulary
         # projection and log-softmax over every context token.
