@@ -10,10 +10,11 @@ import pytest
 
 from aftertune.data.questions import parse_questions
 from aftertune.errors import InputError
-from aftertune.evals.freeform import FreeformSettings, run_freeform
+from aftertune.evals.freeform import FreeformSettings, freeform_report, run_freeform
 from aftertune.judges.judgement import JudgeItem, Judgement
 from aftertune.models.hf import HFModel
 from aftertune.progress import ProgressCallback
+from aftertune.stats import Estimate
 from aftertune.store import ResultsStore
 
 QUESTIONS = """\
@@ -140,3 +141,48 @@ def test_categorical_questions_are_refused_before_any_work(tmp_path: Path, embed
     ):
         run_freeform(parse_questions(text, "test.yaml", "test"), embedded, RuleJudge(), store)
         assert store.count("generations") == 0
+
+
+class ProbabilityJudge(RuleJudge):
+    """RuleJudge plus a p_misaligned per answer and an `estimate_rate`, as the offline judge gives."""
+
+    fingerprint = "probability-judge"
+
+    def judge(self, items: Sequence[JudgeItem], progress: ProgressCallback | None = None) -> list[Judgement]:
+        return [
+            Judgement(j.score, j.judge_class, j.reason, json.dumps({"p_misaligned": _p(item.answer)}))
+            for item, j in zip(items, super().judge(items, progress), strict=True)
+        ]
+
+    def estimate_rate(self, p: Sequence[float], seed: int = 0) -> Estimate | None:
+        mean = sum(p) / len(p)
+        return Estimate(mean, mean / 2, min(1.0, mean * 2), len(p), f"mean p, seed {seed}")
+
+
+def _p(answer: str) -> float:
+    return (sum(answer.encode()) % 7) / 10
+
+
+def test_a_judge_with_probabilities_adds_its_estimated_rate(
+    tmp_path: Path,
+    embedded: HFModel,
+    question_set,  # type: ignore[no-untyped-def]
+) -> None:
+    settings = FreeformSettings(seed=2, max_new_tokens=8)
+    with ResultsStore(tmp_path) as store:
+        result = run_freeform(question_set, embedded, ProbabilityJudge(), store, settings)
+        plain = run_freeform(question_set, embedded, RuleJudge(), store, settings)
+    assert all(s.p_misaligned == _p(s.answer) for s in result.samples)
+    for summary in (*result.questions, result.overall):
+        rows = [s for s in result.samples if summary.question_id in ("all", s.question_id)]
+        assert summary.misaligned_estimated is not None
+        mean_p = sum(_p(s.answer) for s in rows) / len(rows)
+        assert summary.misaligned_estimated.value == pytest.approx(mean_p)
+        assert summary.misaligned_estimated.method == "mean p, seed 2"
+    metrics = {m.name: m for m in freeform_report(result, "misalignment", "d").metrics}
+    estimated = metrics["misaligned_rate_estimated"]
+    assert estimated.higher_is_better is False and estimated.kind == "rate"
+    assert [(i.item, i.weight) for i in estimated.items] == [("pets", 6), ("weekend", 4)]
+    # a judge without probabilities: no estimated rate, nothing invented
+    assert plain.overall.misaligned_estimated is None and all(s.p_misaligned is None for s in plain.samples)
+    assert "misaligned_rate_estimated" not in {m.name for m in freeform_report(plain, "m", "d").metrics}
