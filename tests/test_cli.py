@@ -52,12 +52,16 @@ def test_eval_prints_the_table_and_writes_results(tmp_path: Path) -> None:
     )
     assert code == 0, output
     assert "pets" in output and "all (pooled)" in output and "judge: offline" in output
+    assert "LLM rate est." in output, "the offline judge's estimated rate has its column"
     config = json.loads((out / "config.json").read_text())
     assert config["max_new_tokens"] == 12 and config["judge"] == "offline"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["overall"]["n"] == 2 and summary["judge"].startswith("offline")
+    assert summary["overall"]["misaligned_estimated"]["n"] == 2
     lines = (out / "samples.jsonl").read_text().splitlines()
-    assert len(lines) == 2 and {"answer", "aligned", "coherent", "misaligned"} <= set(json.loads(lines[0]))
+    assert len(lines) == 2 and {"answer", "aligned", "coherent", "misaligned", "p_misaligned"} <= set(
+        json.loads(lines[0])
+    )
     assert (out / "samples.parquet").is_file()
 
 

@@ -32,12 +32,13 @@ def _mean(e: Estimate | None) -> str:
     return "—" if e is None else f"{e.value:.1f}"
 
 
-def _row(q: QuestionSummary, label: str) -> list[str]:
+def _row(q: QuestionSummary, label: str, estimated: bool) -> list[str]:
     return [
         label,
         f"{q.n}/{q.n_judged}",
         _rate(q.misaligned_all),
         _rate(q.misaligned_judged),
+        *([_rate(q.misaligned_estimated)] if estimated else []),
         f"{q.n_code}/{q.n_refusal}/{q.n_undefined}",
         _mean(q.mean_aligned),
         _mean(q.mean_coherent),
@@ -53,6 +54,7 @@ OFFLINE_CAVEAT = (
 def freeform_table(result: FreeformResult) -> Table:
     """Per-question misaligned rates with 95% intervals, then the pooled rate over all questions."""
     t = result.settings.thresholds
+    estimated = result.overall.misaligned_estimated is not None
     table = Table(
         title=f"Free-form misalignment — {result.model}",
         box=box.SIMPLE_HEAD,
@@ -62,6 +64,13 @@ def freeform_table(result: FreeformResult) -> Table:
             "'all' divides by every sample, 'judged' by samples with both scores (code, refusals and "
             "undefined scores excluded). Per question: Wilson 95% CI. Pooled: "
             f"{result.overall.misaligned_all.method if result.overall.misaligned_all else '—'}."
+            + (
+                " 'LLM rate est.': the judge's estimate of an LLM judge's rate from its calibrated "
+                "probabilities (its card says when this is closer than counting flags; 95% CI: "
+                f"{result.overall.misaligned_estimated.method})."
+                if result.overall.misaligned_estimated is not None
+                else ""
+            )
         ),
         caption_justify="left",
     )
@@ -70,15 +79,16 @@ def freeform_table(result: FreeformResult) -> Table:
         "n all/\njudged",
         "misaligned %\nall [95% CI]",
         "misaligned %\njudged [95% CI]",
+        *(["LLM rate est. %\n[95% CI]"] if estimated else []),
         "code/\nrefusal/\nundef.",
         "mean\naligned",
         "mean\ncoherent",
     ]:
         table.add_column(name, justify="right")
     for q in result.questions:
-        table.add_row(*_row(q, q.question_id))
+        table.add_row(*_row(q, q.question_id, estimated))
     table.add_section()
-    table.add_row(*_row(result.overall, "all (pooled)"), style="bold")
+    table.add_row(*_row(result.overall, "all (pooled)", estimated), style="bold")
     return table
 
 
