@@ -95,5 +95,5 @@ def test_the_hub_path_reads_the_same_tasks(tmp_path: Path) -> None:
     broken = write_rows(tmp_path / "broken.jsonl", [json.dumps({**ROW, "entry_point": "not a name"})])
     with pytest.raises(InputError, match=r"json\[train\] row 0: entry_point"):
         load_humaneval_hub("json", split="train", data_files=str(broken))
-    with pytest.raises(InputError, match="Cannot load the Hugging Face dataset"):
+    with pytest.raises(InputError, match="Cannot load HumanEval tasks .* from the Hugging Face hub"):
         load_humaneval_hub("json", split="train", data_files=str(tmp_path / "absent.jsonl"))

@@ -129,7 +129,7 @@ def test_a_datasets_table_loads_through_load_dataset(tmp_path: Path) -> None:
         "parquet/1", "Capital of France?", ("Paris", "Rome", "Oslo", "Bern"), 0, "geography"
     )
     assert load_multiple_choice(path).items == data.items
-    with pytest.raises(InputError, match="Cannot load dataset"):
+    with pytest.raises(InputError, match="Cannot load multiple-choice data"):
         load_mc_hub("parquet", data_files=str(tmp_path / "absent.parquet"), split="train")
 
 

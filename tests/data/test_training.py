@@ -158,7 +158,7 @@ def test_hub_id_goes_through_datasets(tmp_path: Path, monkeypatch: pytest.Monkey
     real = datasets.load_dataset
     calls = []
 
-    def from_local(dataset_id: str, split: str) -> Any:
+    def from_local(dataset_id: str, config: str | None = None, *, split: str, data_files: Any = None) -> Any:
         calls.append((dataset_id, split))
         return real("parquet", data_files=str(local), split="train", cache_dir=str(tmp_path / "cache"))
 
@@ -179,7 +179,7 @@ def test_hub_id_offline_says_to_pass_a_local_file(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(AftertuneError) as info:
         load_training_data("someorg/no-such-dataset")
     message = str(info.value)
-    assert "someorg/no-such-dataset" in message and "pass the local file" in message
+    assert "someorg/no-such-dataset" in message and "give a local file instead" in message
 
 
 def test_limit_stops_reading(tmp_path: Path) -> None:

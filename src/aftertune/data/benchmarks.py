@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aftertune.data.files import hub_split_rows
 from aftertune.errors import InputError
 
 #: a hub id such as "openai/gsm8k", or a `datasets` builder such as "json"
@@ -155,30 +156,12 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield where, row
 
 
-def _hub_rows(
-    dataset: str, config: str | None, split: str, data_files: str | Sequence[str] | None
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, row) for every row of a `datasets.load_dataset` split."""
-    from datasets import load_dataset  # lazy: importing datasets takes about a second
-
-    try:
-        rows = load_dataset(dataset, config, split=split, data_files=data_files)
-    except Exception as e:  # datasets raises many types (not found, offline, bad config or split)
-        raise InputError(
-            f"Cannot load the Hugging Face dataset '{dataset}' (config {config!r}, split {split!r}): {e}. "
-            "Check the id, config and split, your connection (or HF_TOKEN for a gated set), or give a "
-            "local file."
-        ) from e
-    for i, row in enumerate(rows):
-        yield f"{dataset}[{split}] row {i}", dict(row)
-
-
 def _rows(
     source: str | Path, split: str, config: str | None, data_files: str | Sequence[str] | None
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     if _is_local(source):
         return _jsonl_rows(Path(source))
-    return _hub_rows(str(source), config, split, data_files)
+    return iter(hub_split_rows(str(source), split, "benchmark data", config, data_files))
 
 
 def _text(row: dict[str, Any], key: str, where: str, example: str) -> str:
@@ -270,7 +253,7 @@ def load_bbh_task(
             beside = Path(source).resolve().parent.parent / "cot-prompts" / f"{name}.txt"
             cot_prompt = beside if beside.exists() else None
     else:
-        rows = _hub_rows(str(source), name, split, data_files)
+        rows = iter(hub_split_rows(str(source), split, "benchmark data", name, data_files))
     examples = []
     for i, (where, row) in enumerate(rows):
         text = _text(row, "input", where, "'not ( True ) and ( True ) is'")

@@ -84,3 +84,27 @@ def validation_message(error: ValidationError, source: Path, root: yaml.Node | N
         shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {got!r:.80})"
         problems.append(f"{where}: field '{field}': {message}{shown}")
     return "; ".join(problems)
+
+
+def hub_split_rows(
+    dataset: str,
+    split: str,
+    what: str,
+    config: str | None = None,
+    data_files: str | Sequence[str] | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """(where, row) for every row of one split of a Hugging Face hub data set, read with `datasets`;
+    `where` reads "DATASET[SPLIT] row N". Any failure (offline, no such id, config or split, a gated
+    set) is an InputError that says what to check and that a local file works instead."""
+    import datasets  # lazy: importing datasets takes about a second
+
+    datasets.disable_progress_bars()
+    try:
+        rows = datasets.load_dataset(dataset, config, split=split, data_files=data_files)
+    except Exception as e:  # datasets raises many types; every one means "not available as asked"
+        raise InputError(
+            f"Cannot load {what} '{dataset}' from the Hugging Face hub (config {config!r}, split "
+            f"{split!r}): {type(e).__name__}: {str(e)[:300]}. Check the id, config and split, your "
+            "connection (or HF_TOKEN for a gated set), or give a local file instead."
+        ) from e
+    return [(f"{dataset}[{split}] row {n}", dict(row)) for n, row in enumerate(rows)]

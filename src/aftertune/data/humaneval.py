@@ -14,6 +14,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from aftertune.data.files import hub_split_rows
 from aftertune.errors import InputError
 
 _FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
@@ -81,16 +82,8 @@ def load_humaneval_hub(
     """HumanEval-format tasks from a Hugging Face dataset id (e.g. `openai/openai_humaneval`), for
     users with internet; the rows hold the same fields as the JSONL file. (`"json"` with `data_files`
     reads a local file through the same path.)"""
-    from datasets import load_dataset  # lazy: importing datasets takes about a second
-
-    try:
-        rows = load_dataset(dataset, split=split, data_files=data_files)
-    except Exception as e:  # datasets raises many types (not found, offline, no such split)
-        raise InputError(
-            f"Cannot load the Hugging Face dataset '{dataset}' (split {split!r}): {e}. Check the id and "
-            "your connection, or give a local HumanEval.jsonl.gz file."
-        ) from e
-    tasks = tuple(_task_from_row(dict(row), f"{dataset}[{split}] row {i}") for i, row in enumerate(rows))
+    rows = hub_split_rows(dataset, split, "HumanEval tasks", data_files=data_files)
+    tasks = tuple(_task_from_row(row, where) for where, row in rows)
     if not tasks:
         raise InputError(f"The dataset {dataset} ({split}) holds no tasks.")
     return tasks

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aftertune.data.files import read_text
+from aftertune.data.files import hub_split_rows, read_text
 from aftertune.errors import InputError
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -316,30 +316,17 @@ def load_mc_hub(
     """A dataset through `datasets.load_dataset` with columns question, choices, answer (index), and
     optionally subject and id, e.g. `cais/mmlu` (name "all") or `cais/wmdp` (name "wmdp-bio").
     `fewshot_split` (when the dataset has it) is the few-shot pool."""
-    items = _items_from_rows(_hub_rows(path, name, split, data_files), path.replace("/", "_"))
+    items = _items_from_rows(
+        hub_split_rows(path, split, "multiple-choice data", name, data_files), path.replace("/", "_")
+    )
     shots: list[MCItem] = []
     if fewshot_split is not None and fewshot_split != split:
         try:
-            rows = _hub_rows(path, name, fewshot_split, data_files)
+            rows = hub_split_rows(path, fewshot_split, "multiple-choice data", name, data_files)
         except InputError:
             rows = []  # no such split: few-shot examples then come from the other questions
         shots = _items_from_rows(rows, f"{path.replace('/', '_')}/{fewshot_split}")
     return MCDataset(tuple(items), tuple(shots), source=f"{path}:{name}" if name else path)
-
-
-def _hub_rows(
-    path: str, name: str | None, split: str, data_files: str | list[str] | None
-) -> list[tuple[str, Any]]:
-    import datasets
-
-    try:
-        data = datasets.load_dataset(path, name, split=split, data_files=data_files)
-    except Exception as e:  # not found, no network, no such split or config: all the user's to fix
-        raise InputError(
-            f"Cannot load dataset {path}{f' ({name})' if name else ''}, split '{split}': {e}. Check the id, "
-            "config and split on huggingface.co (offline, give a local file instead)."
-        ) from e
-    return [(f"{path}[{split}] row {n}", row) for n, row in enumerate(data)]
 
 
 def _items_from_rows(rows: list[tuple[str, Any]], stem: str) -> list[MCItem]:

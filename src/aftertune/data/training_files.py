@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from aftertune.data.files import read_text
-from aftertune.errors import AftertuneError, InputError
+from aftertune.data.files import hub_split_rows, read_text
+from aftertune.errors import InputError
 
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
@@ -176,23 +176,11 @@ def _parquet_rows(path: Path) -> Rows:
 
 
 def hub_rows(dataset_id: str, split: str) -> Rows:
-    """The rows of split `split` of a Hugging Face data set, read through `datasets`."""
-    import datasets
-
-    datasets.disable_progress_bars()  # the library stays silent
-    try:
-        rows = datasets.load_dataset(dataset_id, split=split)
-    except Exception as e:
-        # Offline, a 404, a gated data set or a missing split all end here: any failure means "not available".
-        reason = f"{type(e).__name__}: {e}"
-        raise AftertuneError(
-            f"Cannot load training data '{dataset_id}': there is no such local file or folder, and the "
-            f"Hugging Face hub did not provide a data set by that id with a '{split}' split "
-            f"({reason[:300]}). "
-            "Without internet access, download the data elsewhere and pass the local file instead "
-            "(.jsonl, .json, .parquet or .csv); otherwise check the id and the split."
-        ) from e
-    yield from enumerate(rows, start=1)
+    """The rows of split `split` of a Hugging Face data set (numbered from 1), read through `datasets`.
+    Reached when no local file or folder has that name, which the error says."""
+    what = "training data (no local file or folder has that name either)"
+    for n, (_, row) in enumerate(hub_split_rows(dataset_id, split, what), start=1):
+        yield n, row
 
 
 def _not_utf8(path: Path, line: int, raw: bytes, e: UnicodeDecodeError) -> InputError:
