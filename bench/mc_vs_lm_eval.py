@@ -30,7 +30,7 @@ timings; both sides build their prompts inside them). items/s and the ratio afte
 from those times. The targets (from the issue): accuracies within 0.5 points in both modes, and
 aftertune's throughput >= 3x lm-eval's; the bench prints whether each was met in this run.
 
-Defaults: 5-shot (MMLU's standard setting), 513 questions (9 per subject), batch 8: about 40 minutes
+Defaults: 5-shot (MMLU's standard setting), 513 questions (9 per subject), batch 8: about 55 minutes
 on 2 idle CPU cores, most of it lm-eval's. aftertune computes a subject's five examples once and
 scores each question on top of their KV cache (the examples are about 600 of a prompt's ~700 tokens);
 lm-eval computes every prompt whole. So the ratio depends on the few-shot share: at 0-shot (`--shots
