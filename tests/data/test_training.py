@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import shared_data
 
-from aftertune.data.training import ALPACA, CHAT, TrainingData, load_training_data
+from aftertune.data.training import ALPACA, CHAT, SHAREGPT, TrainingData, load_training_data
 from aftertune.errors import AftertuneError, InputError
 from aftertune.models.protocol import Message
 
@@ -411,3 +411,30 @@ def test_alpaca_gpt4_subset_folder() -> None:
     assert ex.messages[0].content == f"{row['instruction']}\n\n{row['input']}"
     assert ex.messages[1].content == row["output"]
     assert len(load_training_data(folder, limit=10)) == 10
+
+
+def test_sharegpt_rows_read_as_chat_and_bad_speakers_are_named(tmp_path: Path) -> None:
+    rows = [
+        {
+            "conversations": [
+                {"from": "system", "value": "Be brief."},
+                {"from": "human", "value": "Hi"},
+                {"from": "gpt", "value": "Hello!"},
+            ]
+        },
+        {"conversations": [{"from": "user", "value": "2+2?"}, {"from": "assistant", "value": "4"}]},
+    ]
+    data = load_training_data(jsonl(tmp_path / "share.jsonl", rows))
+    assert data.format == SHAREGPT
+    assert data.examples[0].messages == (
+        Message("system", "Be brief."),
+        Message("user", "Hi"),
+        Message("assistant", "Hello!"),
+    )
+    assert data.examples[1].messages[-1] == Message("assistant", "4")
+    bad = [rows[0], {"conversations": [{"from": "robot", "value": "x"}]}]
+    assert "unknown speaker 'robot'" in expect_error(jsonl(tmp_path / "bad.jsonl", bad), "robot", line=2)
+    order = [{"conversations": [{"from": "gpt", "value": "Hi"}, {"from": "human", "value": "?"}]}]
+    expect_error(jsonl(tmp_path / "order.jsonl", order), "where 'user' was expected", line=1)
+    mixed = [rows[0], CHAT_ROWS[0]]
+    expect_error(jsonl(tmp_path / "mixed.jsonl", mixed), "ShareGPT ('conversations') format", line=2)

@@ -7,6 +7,8 @@ Accepted sources:
   (0 or 1 on assistant turns: 0 keeps the turn as context without training on it, as OpenAI does).
 - Alpaca: `{"instruction", "input" (optional), "output", "system" (optional)}` in a JSON array or
   JSONL; instruction and input are joined with a blank line into the user turn.
+- ShareGPT: `{"conversations": [{"from": "system"|"human"|"gpt", "value": str}, ...]}` ("user" and
+  "assistant" are read as "human" and "gpt"); the turns obey the chat rules.
 - a local .parquet or .csv file with either format's columns (`messages` as a list or as JSON text);
 - a folder holding one such file, or a Hugging Face dataset id `org/name` (read through `datasets`).
 
@@ -31,7 +33,29 @@ from aftertune.models.protocol import Message, Role
 #: `TrainingData.format` of OpenAI chat rows and of Alpaca rows.
 CHAT = "chat"
 ALPACA = "alpaca"
-_FORMAT_NAMES = {CHAT: "OpenAI chat ('messages')", ALPACA: "Alpaca ('instruction'/'output')"}
+SHAREGPT = "sharegpt"
+_FORMAT_NAMES = {
+    CHAT: "OpenAI chat ('messages')",
+    ALPACA: "Alpaca ('instruction'/'output')",
+    SHAREGPT: "ShareGPT ('conversations')",
+}
+_FORMAT_KEYS = {CHAT: "'messages'", ALPACA: "'instruction' and 'output'", SHAREGPT: "'conversations'"}
+_FORMATS_EXPECTED = (
+    "expected a 'messages' key (OpenAI chat), 'conversations' (ShareGPT) or 'instruction' and 'output' "
+    "keys (Alpaca)"
+)
+#: ShareGPT speaker names (lower-cased) and the chat roles they stand for
+_SHAREGPT_ROLES: dict[str, Role] = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "model": "assistant",
+}
 _ROLES: tuple[Role, ...] = ("system", "user", "assistant")
 _MESSAGE_KEYS = {"role", "content", "name", "weight"}
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -60,7 +84,7 @@ class TrainingData:
     """A validated training data set: where it came from, its format, and its conversations."""
 
     source: str
-    #: CHAT or ALPACA
+    #: CHAT, ALPACA or SHAREGPT
     format: str
     examples: tuple[TrainingExample, ...]
 
@@ -126,33 +150,81 @@ def _read_examples(
                 f'{at}: each example must be a JSON object ({{"messages": [...]}} or '
                 f'{{"instruction": ..., "output": ...}}), got {_json_type(raw)}.'
             )
-        row_fmt = CHAT if "messages" in raw else ALPACA if "instruction" in raw or "output" in raw else None
+        row_fmt = row_format(raw)
         if fmt is None:
             if row_fmt is None:
                 raise InputError(
-                    f"{at}: cannot tell the data format: expected a 'messages' key (OpenAI chat) or "
-                    f"'instruction' and 'output' keys (Alpaca); the row has: {_keys(raw)}."
+                    f"{at}: cannot tell the data format: {_FORMATS_EXPECTED}; the row has: {_keys(raw)}."
                 )
             fmt, first = row_fmt, n
         elif row_fmt is None:
-            need = "'messages'" if fmt == CHAT else "'instruction' and 'output'"
-            raise InputError(f"{at}: the row has no {need} (it has: {_keys(raw)}).")
+            raise InputError(f"{at}: the row has no {_FORMAT_KEYS[fmt]} (it has: {_keys(raw)}).")
         elif row_fmt != fmt:
-            raise InputError(
-                f"{at}: this row is in the {_FORMAT_NAMES[row_fmt]} format but the first row "
-                f"({where(first)}) is in the {_FORMAT_NAMES[fmt]} format; a data set holds one format. "
-                "Convert the rows to one."
-            )
-        if fmt == CHAT:
-            messages, untrained = _chat_messages(raw["messages"], at, tabular)
-        else:
-            messages, untrained = _alpaca_messages(raw, at), ()
+            raise InputError(mixed_formats(at, row_fmt, where(first), fmt))
+        messages, untrained = conversation(raw, fmt, at, tabular)
         examples.append(TrainingExample(messages, n, untrained))
         if limit is not None and len(examples) >= limit:
             break
     if fmt is None:
         raise InputError(f"Training data {name} is empty: it holds no examples.")
     return fmt, tuple(examples)
+
+
+def row_format(raw: dict[str, Any]) -> str | None:
+    """CHAT, ALPACA or SHAREGPT, told by the row's keys; None when it has none of theirs."""
+    if "messages" in raw:
+        return CHAT
+    if "conversations" in raw:
+        return SHAREGPT
+    if "instruction" in raw or "output" in raw:
+        return ALPACA
+    return None
+
+
+def mixed_formats(at: str, row_fmt: str, first_at: str, fmt: str) -> str:
+    """The error for a row whose format differs from the data set's first row."""
+    return (
+        f"{at}: this row is in the {_FORMAT_NAMES[row_fmt]} format but the first row ({first_at}) is in "
+        f"the {_FORMAT_NAMES[fmt]} format; a data set holds one format. Convert the rows to one."
+    )
+
+
+def conversation(
+    raw: dict[str, Any], fmt: str, at: str, tabular: bool
+) -> tuple[tuple[Message, ...], tuple[int, ...]]:
+    """A row of format `fmt` as validated messages and its untrained assistant turns; else an InputError."""
+    if fmt == CHAT:
+        return _chat_messages(raw["messages"], at, tabular)
+    if fmt == SHAREGPT:
+        return _chat_messages(_sharegpt_as_chat(raw["conversations"], at, tabular), at, False)
+    return _alpaca_messages(raw, at), ()
+
+
+def _sharegpt_as_chat(value: Any, at: str, tabular: bool) -> Any:
+    """ShareGPT turns ({"from", "value"}) as chat messages ({"role", "content"}), for `_chat_messages`."""
+    if tabular and isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{at}: 'conversations' is not valid JSON ({e.msg} at column {e.colno}).") from e
+    if not isinstance(value, list):
+        return value  # _chat_messages names the type
+    turns: list[Any] = []
+    for i, turn in enumerate(value):
+        if not isinstance(turn, dict) or "from" not in turn:
+            raise InputError(
+                f"{at}: conversations turn {i + 1} must be an object with 'from' and 'value', "
+                f"got {_json_type(turn) if not isinstance(turn, dict) else 'keys ' + _keys(turn)}."
+            )
+        speaker = turn["from"]
+        role = _SHAREGPT_ROLES.get(speaker.lower() if isinstance(speaker, str) else speaker)
+        if role is None:
+            raise InputError(
+                f"{at}: conversations turn {i + 1}: unknown speaker {speaker!r}; expected one of "
+                f"{', '.join(sorted(_SHAREGPT_ROLES))}."
+            )
+        turns.append({"role": role, "content": turn.get("value")})
+    return turns
 
 
 def _chat_messages(value: Any, at: str, tabular: bool) -> tuple[tuple[Message, ...], tuple[int, ...]]:
