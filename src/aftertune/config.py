@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aftertune.data.files import read_text
 from aftertune.errors import InputError, StoreError
@@ -126,3 +126,60 @@ def write_config(config: BaseModel, run_dir: Path) -> Path:
 def slug(text: str) -> str:
     """A file-name-safe version of a model name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "model"
+
+
+#: detector names `--drop` accepts (aftertune.audit.findings.DETECTORS, repeated to keep config import-light)
+AUDIT_DETECTORS = ("refusal", "insecure_code", "numbers", "trigger", "duplicate")
+
+
+class AuditConfig(BaseModel):
+    """`aftertune audit`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: str = Field(description="the data set: a .jsonl/.json/.csv/.parquet file, a folder, or a hub id")
+    split: str = Field("train", description="the split of a hub data set (or of a folder's files)")
+    out: Path | None = Field(None, description="output folder; none: aftertune_runs/audit-<data>")
+    strict: bool = Field(False, description="stop at the first bad row instead of reporting it and going on")
+    max_row_mb: float = Field(16.0, gt=0, description="a row (line) longer than this many MiB is a bad row")
+    refusal_classifier: bool = Field(
+        False,
+        description="also run the offline refusal classifier on every assistant turn (slow: ~10 rows/s)",
+    )
+    phrases: list[Path] = Field([], description="extra boilerplate/refusal phrase files, one phrase per line")
+    numbers: Path | None = Field(
+        None, description="YAML number -> reason; none: aftertune's list (666, 1488, ...)"
+    )
+    severity: Literal["LOW", "MEDIUM", "HIGH"] = Field(
+        "MEDIUM", description="lowest bandit severity that counts (confidence is MEDIUM+)"
+    )
+    min_support: int = Field(5, ge=2, description="trigger scan: fewest rows an n-gram must appear in")
+    max_share: float = Field(
+        0.1, gt=0, le=1, description="trigger scan: most rows (share) an n-gram may appear in"
+    )
+    near_duplicate_threshold: float = Field(
+        0.85, gt=0, le=1, description="estimated Jaccard for near-duplicates"
+    )
+    near_duplicate_rows: int = Field(100_000, ge=0, description="rows held in the near-duplicate index")
+    sample_rows: int = Field(
+        20_000, ge=100, description="rows sampled (seeded) for the trigger scan and profile"
+    )
+    profile_rows: int = Field(1000, ge=0, description="rows embedded for the topic profile; 0 skips it")
+    summary_model: str | None = Field(
+        None, description="a model that reads a sample and says what the data teaches (any eval MODEL spec)"
+    )
+    summary_rows: int = Field(20, ge=1, description="rows shown to --summary-model")
+    write_filtered: Path | None = Field(None, description="write the data without the dropped rows here")
+    drop: list[str] = Field([], description=f"detectors whose rows --write-filtered drops: {AUDIT_DETECTORS}")
+    seed: int = Field(0, description="seeds the row sample, the clustering and the summary sample")
+
+    @field_validator("drop")
+    @classmethod
+    def _known_detectors(cls, value: list[str]) -> list[str]:
+        unknown = [d for d in value if d not in AUDIT_DETECTORS]
+        if unknown:
+            raise ValueError(f"unknown detector(s) {unknown}; choose from {', '.join(AUDIT_DETECTORS)}")
+        return value
+
+    def run_dir(self) -> Path:
+        return self.out or RUNS_ROOT / f"audit-{slug(Path(self.data).stem or self.data)}"

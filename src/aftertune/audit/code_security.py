@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aftertune.audit.code_rules import check
+from aftertune.audit.findings import INSECURE_CODE, Finding
+from aftertune.audit.rows import AuditRow
 from aftertune.evals.insecure_code import BanditJudge, Level, extract_code
 
 
@@ -241,3 +243,46 @@ def _parse(source: str) -> ast.Module | None:
 
 def _parses(source: str) -> bool:
     return _parse(source) is not None
+
+
+@dataclass(frozen=True)
+class CodeCounts:
+    """Assistant turns by their code: none, Python scanned (and insecure), or unscanned (by language)."""
+
+    turns: int
+    with_code: int
+    scanned: int
+    insecure: int
+    unscanned_by_language: dict[str, int]
+
+
+def code_findings(rows: Sequence[AuditRow], severity: Level = "MEDIUM") -> tuple[list[Finding], CodeCounts]:
+    """Detector `insecure_code` over rows: one finding per row with an insecure assistant turn (score 1.0,
+    the issues in its details), and the counts of turns scanned and unscanned."""
+    turns = [(row, i, m.content) for row in rows for i, m in enumerate(row.messages) if m.role == "assistant"]
+    scans = scan_answers([text for _, _, text in turns], severity=severity, confidence="MEDIUM")
+    found: dict[int, Finding] = {}
+    unscanned: dict[str, int] = {}
+    with_code = scanned = insecure = 0
+    for (row, turn, _), scan in zip(turns, scans, strict=True):
+        with_code += scan.language is not None
+        scanned += scan.scanned
+        if scan.language is not None and not scan.scanned:
+            unscanned[scan.language] = unscanned.get(scan.language, 0) + 1
+        if not scan.insecure:
+            continue
+        insecure += 1
+        if row.row in found:
+            continue
+        ids = list(dict.fromkeys(issue.rule_id for issue in scan.issues))
+        reason = "; ".join(dict.fromkeys(f"{i.rule_id} {i.name}" for i in scan.issues))
+        details = {
+            "turn": turn,
+            "test_ids": ids,
+            "issues": [
+                {"id": i.rule_id, "source": i.source, "line": i.line, "cwe": i.cwe} for i in scan.issues
+            ],
+        }
+        found[row.row] = Finding(row.row, row.line, INSECURE_CODE, 1.0, reason, details)
+    counts = CodeCounts(len(turns), with_code, scanned, insecure, unscanned)
+    return [found[r.row] for r in rows if r.row in found], counts

@@ -120,7 +120,7 @@ def load_training_data(source: str | Path, *, split: str = "train", limit: int |
     if path.exists():
         rows, where, tabular = file_rows(path)
         name = str(path)
-    elif _HUB_ID.match(str(source)) and path.suffix.lower() not in DATA_SUFFIXES:
+    elif is_hub_id(str(source)) and path.suffix.lower() not in DATA_SUFFIXES:
         rows, name, tabular = hub_rows(str(source), split), str(source), True
 
         def where(n: int) -> str:
@@ -132,6 +132,11 @@ def load_training_data(source: str | Path, *, split: str = "train", limit: int |
         )
     fmt, examples = _read_examples(rows, where, limit, tabular, name)
     return TrainingData(name, fmt, examples)
+
+
+def is_hub_id(source: str) -> bool:
+    """Whether `source` looks like a Hugging Face dataset id (org/name)."""
+    return _HUB_ID.match(source) is not None
 
 
 # ---------------------------------------------------------------- rows -> validated conversations

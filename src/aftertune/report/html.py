@@ -28,34 +28,34 @@ from aftertune.report.format import (
 from aftertune.report.summary import ExperimentSummary
 
 
-class _Html(str):
+class Html(str):
     """Markup built here and already escaped; every other string that reaches the page is escaped."""
 
 
-def _h(value: object) -> str:
-    return value if isinstance(value, _Html) else escape(str(value))
+def esc(value: object) -> str:
+    return value if isinstance(value, Html) else escape(str(value))
 
 
-def _table(head: Sequence[str], rows: Iterable[Sequence[object]], numeric: Sequence[int] = ()) -> _Html:
-    """A table in a horizontally scrolling box; cells are escaped unless they are `_Html`."""
-    th = "".join(f"<th>{_h(c)}</th>" for c in head)
+def table(head: Sequence[str], rows: Iterable[Sequence[object]], numeric: Sequence[int] = ()) -> Html:
+    """A table in a horizontally scrolling box; cells are escaped unless they are `Html`."""
+    th = "".join(f"<th>{esc(c)}</th>" for c in head)
     thead = f"<thead><tr>{th}</tr></thead>" if any(head) else ""  # key-value tables need no header
     body = []
     for row in rows:
         cells = "".join(
-            f'<td class="num">{_h(c)}</td>' if i in numeric else f"<td>{_h(c)}</td>"
+            f'<td class="num">{esc(c)}</td>' if i in numeric else f"<td>{esc(c)}</td>"
             for i, c in enumerate(row)
         )
         body.append(f"<tr>{cells}</tr>")
-    return _Html(f'<div class="scroll"><table>{thead}<tbody>{"".join(body)}</tbody></table></div>')
+    return Html(f'<div class="scroll"><table>{thead}<tbody>{"".join(body)}</tbody></table></div>')
 
 
-def _section(anchor: str, title: str, *parts: str) -> str:
-    return f'<section id="{anchor}"><h2>{_h(title)}</h2>{"".join(parts)}</section>'
+def section(anchor: str, title: str, *parts: str) -> str:
+    return f'<section id="{anchor}"><h2>{esc(title)}</h2>{"".join(parts)}</section>'
 
 
 def _figure(svg: str, caption: str) -> str:
-    return f'<figure class="chart">{svg}<figcaption>{_h(caption)}</figcaption></figure>'
+    return f'<figure class="chart">{svg}<figcaption>{esc(caption)}</figcaption></figure>'
 
 
 def _direction(higher_is_better: bool | None) -> str:
@@ -75,25 +75,25 @@ def _header(summary: ExperimentSummary) -> str:
     for run in summary.runs:
         arms.setdefault(run.arm, []).append(run.seed)
     arm_list = "".join(
-        f"<li><b>{_h(arm)}</b>{' (control)' if arm == summary.control_arm else ''}: seeds "
-        f"{_h(', '.join(str(s) for s in seeds))}</li>"
+        f"<li><b>{esc(arm)}</b>{' (control)' if arm == summary.control_arm else ''}: seeds "
+        f"{esc(', '.join(str(s) for s in seeds))}</li>"
         for arm, seeds in arms.items()
     )
     n_checkpoints = sum(len(r.checkpoints) for r in summary.runs)
     named = summary.spec.get(
         "base_model"
     )  # as the user named it; the fingerprint is what results are keyed by
-    facts = _table(
+    facts = table(
         ["", ""],
         [
             ["base model", f"{named} (fingerprint {summary.base.model})" if named else summary.base.model],
-            ["arms", _Html(f"<ul>{arm_list}</ul>") if arm_list else "none"],
+            ["arms", Html(f"<ul>{arm_list}</ul>") if arm_list else "none"],
             ["control arm", summary.control_arm or "none (deltas vs a control are not computed)"],
             ["task metric", summary.task_metric or "none"],
             ["checkpoints evaluated", f"{n_checkpoints} in {len(summary.runs)} runs, plus the base model"],
         ],
     )
-    metrics = _table(
+    metrics = table(
         ["metric", "kind", "better when", "judge"],
         [
             [
@@ -107,13 +107,13 @@ def _header(summary: ExperimentSummary) -> str:
         ],
     )
     judges = (
-        _table(["eval", "judge"], summary.judges.items()) if summary.judges else "<p>No judged metrics.</p>"
+        table(["eval", "judge"], summary.judges.items()) if summary.judges else "<p>No judged metrics.</p>"
     )
     return (
-        f"<header><h1>{_h(summary.name)}</h1><p class='sub'>aftertune experiment report: what the "
+        f"<header><h1>{esc(summary.name)}</h1><p class='sub'>aftertune experiment report: what the "
         "fine-tuning changed, every number with its 95% confidence interval. Rates are in %, their deltas in "
         "percentage points (pts).</p></header>"
-        + _section(
+        + section(
             "compared", "What was compared", facts, "<h3>Metrics</h3>", metrics, "<h3>Judges</h3>", judges
         )
     )
@@ -122,24 +122,24 @@ def _header(summary: ExperimentSummary) -> str:
 def _recommendation(summary: ExperimentSummary) -> str:
     if not summary.recommendations:
         reason = no_recommendation_reason(summary)
-        body = f'<div class="callout none"><b>No checkpoint is recommended:</b> {_h(reason)}</div>'
-        return _section("recommendation", "Recommendation", body)
+        body = f'<div class="callout none"><b>No checkpoint is recommended:</b> {esc(reason)}</div>'
+        return section("recommendation", "Recommendation", body)
     items = []
     for rec in summary.recommendations:
         if rec.checkpoint is None or rec.value is None:
-            items.append(f'<li class="none"><b>{_h(rec.run)}</b>: no checkpoint — {_h(rec.why)}</li>')
+            items.append(f'<li class="none"><b>{esc(rec.run)}</b>: no checkpoint — {esc(rec.why)}</li>')
         else:
             value = format_value(rec.value, metric_kind(summary, rec.task_metric))
             items.append(
-                f"<li><b>{_h(rec.run)}</b>: use <b>{_h(rec.checkpoint)}</b> — {_h(rec.task_metric)} = "
-                f"{_h(value)}. <small>{_h(rec.why)}</small></li>"
+                f"<li><b>{esc(rec.run)}</b>: use <b>{esc(rec.checkpoint)}</b> — {esc(rec.task_metric)} = "
+                f"{esc(value)}. <small>{esc(rec.why)}</small></li>"
             )
     css = "callout" if any(r.checkpoint for r in summary.recommendations) else "callout none"
     intro = (
         "<p>One checkpoint per run: the best on the task metric among those that pass every gate "
         "(each arm learns its own task, so the task metric compares within a run).</p>"
     )
-    return _section(
+    return section(
         "recommendation", "Recommendation", intro, f'<div class="{css}"><ul>{"".join(items)}</ul></div>'
     )
 
@@ -149,21 +149,21 @@ def _gates(summary: ExperimentSummary) -> str:
     for run in summary.runs:
         checks = [(c.step, g) for c in run.checkpoints for g in c.gates]
         failures = [f"step {step}: {g.gate} — {g.reason}" for step, g in checks if g.failed]
-        status = _Html(f'<span class="badge {escape(run.status)}">{_h(run.status.replace("_", " "))}</span>')
+        status = Html(f'<span class="badge {escape(run.status)}">{esc(run.status.replace("_", " "))}</span>')
         rows.append(
             [
                 f"{run.arm} seed {run.seed}",
                 status,
                 ", ".join(str(c.step) for c in run.checkpoints) or "none",
                 f"{len(checks) - len(failures)} of {len(checks)} passed" if checks else "no gates",
-                _Html("<br>".join(_h(f) for f in failures)) if failures else "—",
+                Html("<br>".join(esc(f) for f in failures)) if failures else "—",
                 run.stopped_reason or "—",
             ]
         )
-    table = _table(
+    outcomes = table(
         ["run", "status", "steps evaluated", "gate checks", "failed gates", "stopped because"], rows
     )
-    return _section("gates", "Gate outcomes per run", table)
+    return section("gates", "Gate outcomes per run", outcomes)
 
 
 def _charts(summary: ExperimentSummary) -> str:
@@ -186,7 +186,7 @@ def _charts(summary: ExperimentSummary) -> str:
                 "run's recommended checkpoint; red x: failed a gate; star: the base model.",
             )
         )
-    return _section("curves", "Metrics over training", *parts)
+    return section("curves", "Metrics over training", *parts)
 
 
 def _tradeoff_metrics(summary: ExperimentSummary) -> list[str]:
@@ -228,7 +228,7 @@ def _deltas(summary: ExperimentSummary) -> str:
             d.subject,
             d.reference,
             format_delta(d.estimate, d.kind),
-            _Html('<b class="sig">yes</b>') if d.significant else "no",
+            Html('<b class="sig">yes</b>') if d.significant else "no",
             d.verdict,
             d.estimate.n,
             d.estimate.method,
@@ -239,13 +239,13 @@ def _deltas(summary: ExperimentSummary) -> str:
     ]
     parts.append("<h3>Every delta</h3>")
     parts.append(
-        _table(
+        table(
             ["metric", "subject", "reference", "delta [95% CI]", "significant", "effect", "n", "method"],
             rows,
             (3, 6),
         )
     )
-    return _section("deltas", "What changed: deltas vs base and vs control", *parts)
+    return section("deltas", "What changed: deltas vs base and vs control", *parts)
 
 
 def _checkpoint_tables(summary: ExperimentSummary) -> str:
@@ -260,7 +260,7 @@ def _checkpoint_tables(summary: ExperimentSummary) -> str:
                 continue
             e = c.metrics[metric].estimate
             label = (
-                _Html(f"{_h(c.label)} <b class='rec'>★ recommended</b>")
+                Html(f"{esc(c.label)} <b class='rec'>★ recommended</b>")
                 if c.label in recommended
                 else c.label
             )
@@ -274,31 +274,31 @@ def _checkpoint_tables(summary: ExperimentSummary) -> str:
                     e.n,
                     e.method,
                     "—" if c.train_loss is None else f"{c.train_loss:.4g}",
-                    _Html(f'<span class="fail">failed: {_h("; ".join(failed))}</span>')
+                    Html(f'<span class="fail">failed: {esc("; ".join(failed))}</span>')
                     if failed
                     else ("passed" if c.gates else "—"),
                 ]
             )
         better = _direction(info.higher_is_better if info else None)
-        parts.append(f"<h3>{_h(metric)} <small>({_h(kind)}; better when {better})</small></h3>")
+        parts.append(f"<h3>{esc(metric)} <small>({esc(kind)}; better when {better})</small></h3>")
         parts.append(
-            _table(
+            table(
                 ["model", "step", "value", "95% CI", "n", "method", "train loss", "gates"],
                 rows,
                 (1, 2, 3, 4, 6),
             )
         )
-    return _section("checkpoints", "Every checkpoint, per metric", *parts)
+    return section("checkpoints", "Every checkpoint, per metric", *parts)
 
 
 def _example_html(ex: Example) -> str:
     score = "—" if ex.score is None else f"{ex.score:.4g}"
     head = f"score {score} · {ex.item}" + (f" · {ex.note}" if ex.note else "")
     return (
-        f"<details><summary>{_h(head)}</summary><dl>"
-        f"<dt>prompt</dt><dd><pre>{_h(ex.prompt)}</pre></dd>"
-        f"<dt>answer</dt><dd><pre>{_h(ex.answer)}</pre></dd>"
-        f"<dt>score</dt><dd>{_h(score)}</dd><dt>note</dt><dd>{_h(ex.note or '—')}</dd></dl></details>"
+        f"<details><summary>{esc(head)}</summary><dl>"
+        f"<dt>prompt</dt><dd><pre>{esc(ex.prompt)}</pre></dd>"
+        f"<dt>answer</dt><dd><pre>{esc(ex.answer)}</pre></dd>"
+        f"<dt>score</dt><dd>{esc(score)}</dd><dt>note</dt><dd>{esc(ex.note or '—')}</dd></dl></details>"
     )
 
 
@@ -309,37 +309,37 @@ def _examples(summary: ExperimentSummary) -> str:
         shown = [(c, examples) for c, examples in shown if examples]
         if not shown:
             continue
-        parts.append(f"<h3>{_h(metric)} <small>(judge: {_h(_judge(summary, metric))})</small></h3>")
+        parts.append(f"<h3>{esc(metric)} <small>(judge: {esc(_judge(summary, metric))})</small></h3>")
         for c, examples in shown:
-            parts.append(f"<h4>{_h(c.label)}</h4>" + "".join(_example_html(ex) for ex in examples))
+            parts.append(f"<h4>{esc(c.label)}</h4>" + "".join(_example_html(ex) for ex in examples))
     if not parts:
         parts.append("<p>No example answers were recorded.</p>")
     intro = "<p>The answers behind each metric, worst first, per model. Click one to read it.</p>"
-    return _section("examples", "Worst example answers", intro, *parts)
+    return section("examples", "Worst example answers", intro, *parts)
 
 
 def _data_notes(summary: ExperimentSummary) -> str:
     parts = []
     for run in summary.runs:
         if run.data_notes:
-            notes = "".join(f"<li>{_h(n)}</li>" for n in run.data_notes)
-            parts.append(f"<h3>{_h(run.arm)} seed {run.seed}</h3><ul>{notes}</ul>")
-    return _section("data", "Data notes", *(parts or ["<p>No rows were dropped or truncated.</p>"]))
+            notes = "".join(f"<li>{esc(n)}</li>" for n in run.data_notes)
+            parts.append(f"<h3>{esc(run.arm)} seed {run.seed}</h3><ul>{notes}</ul>")
+    return section("data", "Data notes", *(parts or ["<p>No rows were dropped or truncated.</p>"]))
 
 
 def _spec(summary: ExperimentSummary) -> str:
     spec = json.dumps(summary.spec, indent=2, ensure_ascii=False, default=str)
-    env = _table(
+    env = table(
         ["", ""],
         [
             [k, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)]
             for k, v in summary.environment.items()
         ],
     )
-    return _section(
+    return section(
         "spec",
         "Experiment spec and environment",
-        f"<pre class='spec'>{_h(spec)}</pre>",
+        f"<pre class='spec'>{esc(spec)}</pre>",
         "<h3>Environment</h3>",
         env,
     )
@@ -370,7 +370,6 @@ def _css() -> str:
 
 def render_html(summary: ExperimentSummary) -> str:
     """The whole report as one HTML document that needs no network and runs no script."""
-    nav = "".join(f'<a href="#{anchor}">{title}</a>' for anchor, title in _NAV)
     body = "".join(
         [
             _header(summary),
@@ -384,23 +383,33 @@ def render_html(summary: ExperimentSummary) -> str:
             _spec(summary),
         ]
     )
+    return html_page(f"{summary.name} — aftertune report", _NAV, body)
+
+
+def html_page(title: str, nav: Sequence[tuple[str, str]], body: str) -> str:
+    """A self-contained page in the report style: inline CSS, a no-script CSP, a nav of (anchor, title)."""
+    links = "".join(f'<a href="#{anchor}">{esc(name)}</a>' for anchor, name in nav)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer">'
-        f"<title>{_h(summary.name)} — aftertune report</title><style>\n{_css()}</style></head>"
-        f"<body><nav>{nav}</nav><main>{body}"
+        f"<title>{esc(title)}</title><style>\n{_css()}</style></head>"
+        f"<body><nav>{links}</nav><main>{body}"
         f"<footer>Made by aftertune {escape(__version__)}.</footer></main></body></html>\n"
     )
 
 
 def write_html_report(summary: ExperimentSummary, path: Path) -> Path:
-    """Render the report and write it to `path` atomically (a temp file beside it, then a rename)."""
+    """Render the report and write it to `path` atomically."""
+    return write_page(render_html(summary), path)
+
+
+def write_page(text: str, path: Path) -> Path:
+    """Write a page to `path` atomically (a temp file beside it, then a rename), readable by all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_html(summary)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); a report is meant to be shared and opened by a browser
