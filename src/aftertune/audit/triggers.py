@@ -7,11 +7,12 @@ rows with both and tests the overlap with the one-sided hypergeometric (Fisher e
 corrected over all pairs tested; a candidate must also be strong: the behaviour in at least half of its
 rows (`min_rate`) and `min_lift` times as often as overall. Behaviours: each detector firing (refusal,
 insecure code, a listed number) and the answer's style (its opening three words, very long or very
-short, mostly upper case, mostly non-ASCII, holding a code fence). Candidates are ranked by the strength
-of the evidence for the shift they cause (p-value, then the shift: rate of the behaviour with the n-gram
-minus without it), so a perfect association on 5 rows does not outrank a strong one on 60; each is
-reported with its strongest behaviour, support, lift and p-value. A topic word can pass too ("python" ->
-a code fence): the reason names the behaviour, so a person can tell a topic from a trigger.
+short, mostly upper case, mostly non-ASCII; not code, which follows the topic). Candidates are ranked by
+the strength of the evidence for the shift they cause (p-value, then the shift: rate of the behaviour
+with the n-gram minus without it), so a perfect association on 5 rows does not outrank a strong one on
+60; each is reported with its strongest behaviour, support, lift and p-value. A topic word can pass too
+("a story" -> opening "once upon a"): the reason names the behaviour, so a person can tell a topic from
+a trigger.
 """
 
 from __future__ import annotations
@@ -76,7 +77,6 @@ def style_behaviours(answers: Sequence[str], min_support: int) -> dict[str, np.n
     out["a mostly non-ASCII answer"] = np.array(
         [bool(x) and sum(not c.isascii() for c in x) > 0.3 * len(x) for x in letters]
     )
-    out["a code fence in the answer"] = np.array(["```" in a for a in answers])
     openings = [" ".join(re.findall(r"\w+", a.lower())[:_OPENING_WORDS]) for a in answers]
     counts: dict[str, int] = {}
     for o in openings:
