@@ -132,7 +132,9 @@ def scan_triggers(
     terms = vectorizer.get_feature_names_out()
     # strongly associated: significant, and the behaviour is the rule (not a tendency) with the n-gram
     significant = np.flatnonzero((p < alpha) & (lift >= min_lift) & (rate_with >= min_rate))
-    order = significant[np.lexsort((-(rate_with - rate_without)[significant], p[significant]))]
+    words = np.array([t.count(" ") + 1 for t in terms])[c]  # on a tie the shortest n-gram names it
+    keys = (words[significant], -(rate_with - rate_without)[significant], p[significant])
+    order = significant[np.lexsort(keys)]
     picked: list[TriggerCandidate] = []
     seen_terms: set[int] = set()
     for k in order:
