@@ -13,6 +13,7 @@ PACKAGES = [
     "aftertune.models",
     "aftertune.judges",
     "aftertune.data",
+    "aftertune.audit",
     "aftertune.evals",
     "aftertune.report",
 ]
