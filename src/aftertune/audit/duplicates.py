@@ -36,6 +36,8 @@ class DuplicateFinder:
         self._signatures: dict[int, MinHash] = {}
         self._lines: dict[int, int] = {}
         self.near_checked = 0
+        #: rows past `near_limit`, checked for exact duplicates only
+        self.near_unchecked = 0
         self.exact_count = 0
         self.near_count = 0
 
@@ -53,6 +55,7 @@ class DuplicateFinder:
                 )
                 continue
             if self.near_checked >= self.near_limit:
+                self.near_unchecked += 1
                 continue
             self.near_checked += 1
             signature = _minhash(text)

@@ -163,6 +163,7 @@ def audit_dataset(config: AuditConfig, progress: ProgressCallback | None = None)
             "exact": duplicates.exact_count,
             "near": duplicates.near_count,
             "near_checked_rows": duplicates.near_checked,
+            "near_unchecked_rows": duplicates.near_unchecked,
         },
         triggers=tuple(triggers),
         profile=profile,
@@ -272,7 +273,7 @@ def _notes(source: Source, good: int, sample: list[AuditRow], duplicates: Duplic
             f"The trigger scan and the topic profile read a seeded sample of {len(sample)} of the {good} "
             "good rows; their findings list sampled rows only (raise --sample-rows to read more)."
         )
-    if duplicates.near_checked < good:
+    if duplicates.near_unchecked:
         notes.append(
             f"Near-duplicates were looked for among the first {duplicates.near_checked} rows; later rows "
             "were checked for exact duplicates only (raise --near-duplicate-rows)."
