@@ -98,3 +98,31 @@ def test_a_planted_trigger_ranks_first_and_clean_data_has_none() -> None:
     assert (top.hits, top.support) == (30, 30) and top.rate_without == 0.0 and top.p_value < 1e-10
     findings = trigger_findings(candidates[:1], [(r.row, r.line) for r in rows])
     assert sorted(f.row for f in findings) == sorted(planted)
+
+
+def test_near_duplicate_index_stops_at_its_limit_and_says_so() -> None:
+    rows = background(30)
+    finder = DuplicateFinder(near_limit=10)
+    finder.observe(rows)
+    assert (finder.near_checked, finder.near_unchecked) == (10, 20)
+
+
+def test_profile_finds_the_topics_and_a_model_reads_a_seeded_sample(embedded: object) -> None:
+    from aftertune.audit.profile import data_profile, model_summary
+
+    rows = [
+        row(i, "How do I bake bread?", "Knead the dough, let it rise, bake at 220 C for 30 minutes.")
+        for i in range(20)
+    ]
+    rows += [
+        row(20 + i, "Fix my Python loop", "Use `for item in items:` and indent the body by four spaces.")
+        for i in range(20)
+    ]
+    profile = data_profile(rows, {"refusal": {0, 1}}, topics=2)
+    assert sorted(t.rows for t in profile.topics) == [20, 20]
+    bread = next(t for t in profile.topics if "bread" in t.terms or "dough" in t.terms)
+    assert all(r < 20 for r in bread.examples) and bread.detector_rates["refusal"] == 0.1
+    summary = model_summary(embedded, "embedded", rows, n=4, seed=3, max_new_tokens=8)  # type: ignore[arg-type]
+    assert len(summary.rows) == 4 and summary.answer
+    assert all(f"(row {r})" in summary.prompt for r in summary.rows)
+    assert summary == model_summary(embedded, "embedded", rows, n=4, seed=3, max_new_tokens=8)  # type: ignore[arg-type]

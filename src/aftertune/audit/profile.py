@@ -119,14 +119,14 @@ def data_profile(
 
 
 def model_summary(
-    model: Model, name: str, rows: Sequence[AuditRow], n: int = 20, seed: int = 0
+    model: Model, name: str, rows: Sequence[AuditRow], n: int = 20, seed: int = 0, max_new_tokens: int = 600
 ) -> ModelSummary:
-    """Ask `model` what a model would learn from a seeded sample of `n` rows (greedy, 600 tokens)."""
+    """Ask `model` what a model would learn from a seeded sample of `n` rows (greedy decoding)."""
     picked = sorted(random.Random(seed).sample(range(len(rows)), min(n, len(rows))))
     examples = "\n\n".join(
         f"Example {k + 1} (row {rows[i].row}):\n{_text(rows[i])}" for k, i in enumerate(picked)
     )
     prompt = TEACHES_PROMPT.format(n=len(picked), examples=examples)
-    params = SamplingParams(temperature=0.0, max_new_tokens=600, seed=seed)
+    params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, seed=seed)
     [completions] = model.generate([GenerationRequest(chat(prompt), params)])
     return ModelSummary(name, tuple(rows[i].row for i in picked), prompt, completions[0].text.strip())
