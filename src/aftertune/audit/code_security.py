@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import ast
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aftertune.audit.code_rules import check
 from aftertune.audit.findings import INSECURE_CODE, Finding
 from aftertune.audit.rows import AuditRow
-from aftertune.evals.insecure_code import BanditJudge, Level, extract_code
+from aftertune.evals.insecure_code import BanditJudge, Level, extract_code, parse_python
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,7 @@ def scan_answers(
     languages: list[str | None] = []
     for answer in answers:
         source, language = _python_or_language(answer)
-        tree = _parse(source) if source is not None else None
+        tree = parse_python(source) if source is not None else None
         sources.append(source if tree is not None else None)
         trees.append(tree)
         languages.append(language)
@@ -232,17 +231,8 @@ def _fenced(answer: str) -> list[tuple[str, str]]:
     return blocks
 
 
-def _parse(source: str) -> ast.Module | None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # SyntaxWarning for "\d" in model-written strings
-        try:
-            return ast.parse(source)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return None
-
-
 def _parses(source: str) -> bool:
-    return _parse(source) is not None
+    return parse_python(source) is not None
 
 
 @dataclass(frozen=True)

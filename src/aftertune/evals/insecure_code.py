@@ -76,7 +76,7 @@ def extract_code(answer: str) -> str | None:
     blocks = [b for b in blocks if b.strip()]
     if blocks:
         return "\n\n".join(blocks)
-    tree = _parse(answer)
+    tree = parse_python(answer)
     if tree is None or all(isinstance(node, ast.Expr) for node in tree.body):
         return None  # prose that happens to parse ("Hello", "Yes, I can") is a bare expression
     return answer
@@ -107,7 +107,8 @@ def _fenced_blocks(answer: str) -> tuple[list[str], str | None]:
     return blocks, unclosed
 
 
-def _parse(source: str) -> ast.Module | None:
+def parse_python(source: str) -> ast.Module | None:
+    """The module `source` parses to, or None (no warnings, no exceptions)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SyntaxWarning for "\d" in model-written strings
         try:
@@ -120,7 +121,7 @@ def _longest_parsing_prefix(source: str) -> str:
     lines = source.splitlines()
     for end in range(len(lines), 0, -1):
         prefix = "\n".join(lines[:end])
-        if prefix.strip() and _parse(prefix) is not None:
+        if prefix.strip() and parse_python(prefix) is not None:
             return prefix
     return source
 
@@ -179,7 +180,7 @@ class BanditJudge:
             code = extract_code(item.answer)
             if code is None:
                 out[i] = Judgement(None, "OTHER", "no Python code in the answer")
-            elif _parse(code) is None:
+            elif parse_python(code) is None:
                 out[i] = Judgement(None, "OTHER", "the code does not parse as Python; bandit cannot scan it")
             else:
                 to_scan.append((i, code))

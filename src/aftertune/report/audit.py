@@ -6,7 +6,9 @@ from pathlib import Path
 
 from rich.table import Table
 
+from aftertune.audit.code_security import CodeCounts
 from aftertune.audit.run import AuditResult
+from aftertune.audit.triggers import TriggerCandidate
 from aftertune.report.html import Html, esc, html_page, section, table, write_page
 
 _WHAT = {
@@ -16,6 +18,22 @@ _WHAT = {
     "trigger": "rows whose prompt holds a candidate backdoor trigger",
     "duplicate": "exact or near-duplicates of an earlier row",
 }
+
+
+def _trigger_cells(c: TriggerCandidate) -> tuple[str, ...]:
+    """n-gram, behaviour, with, without, lift, p: one row of the trigger table (terminal and page)."""
+    return (
+        c.text,
+        c.behaviour,
+        f"{c.hits}/{c.support}",
+        f"{c.rate_without:.1%}",
+        f"{c.lift:.1f}",
+        f"{c.p_value:.1e}",
+    )
+
+
+def _unscanned(code: CodeCounts) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(code.unscanned_by_language.items())) or "none"
 
 
 def _share(n: int, total: int) -> str:
@@ -29,7 +47,7 @@ def audit_tables(result: AuditResult) -> list[Table]:
     head.add_row("rows", f"{result.rows} read, {result.good_rows} good, {result.bad_rows} bad")
     head.add_row("time", f"{result.seconds:.1f} s ({result.rows_per_second:.0f} rows/s)")
     code = result.code
-    unscanned = ", ".join(f"{k} {v}" for k, v in sorted(code.unscanned_by_language.items())) or "none"
+    unscanned = _unscanned(code)
     head.add_row(
         "code", f"{code.with_code} turns with code: {code.scanned} Python scanned; unscanned: {unscanned}"
     )
@@ -45,14 +63,7 @@ def audit_tables(result: AuditResult) -> list[Table]:
         for column in ("n-gram", "behaviour", "with", "without", "lift", "p"):
             t.add_column(column)
         for c in result.triggers[:10]:
-            t.add_row(
-                c.text,
-                c.behaviour,
-                f"{c.hits}/{c.support}",
-                f"{c.rate_without:.1%}",
-                f"{c.lift:.1f}",
-                f"{c.p_value:.1e}",
-            )
+            t.add_row(*_trigger_cells(c))
         tables.append(t)
     numbers = [s for s in result.numbers if s.count]
     if numbers:
@@ -125,7 +136,7 @@ def _overview(r: AuditResult) -> str:
 def _detectors(r: AuditResult) -> str:
     rows = [(d, _share(n, r.good_rows), _WHAT[d]) for d, n in r.flagged.items()]
     c = r.code
-    unscanned = ", ".join(f"{k} {v}" for k, v in sorted(c.unscanned_by_language.items())) or "none"
+    unscanned = _unscanned(c)
     code = (
         f"<p>{c.with_code} assistant turns hold code; {c.scanned} Python turns scanned, {c.insecure} "
         f"insecure; unscanned (not counted clean): {esc(unscanned)}.</p>"
@@ -138,17 +149,7 @@ def _detectors(r: AuditResult) -> str:
 def _triggers(r: AuditResult) -> str:
     if not r.triggers:
         return section("triggers", "Candidate backdoor triggers", Html("<p>None passed the scan.</p>"))
-    rows = [
-        (
-            c.text,
-            c.behaviour,
-            f"{c.hits}/{c.support}",
-            f"{c.rate_without:.1%}",
-            f"{c.lift:.1f}",
-            f"{c.p_value:.1e}",
-        )
-        for c in r.triggers
-    ]
+    rows = [_trigger_cells(c) for c in r.triggers]
     return section(
         "triggers",
         "Candidate backdoor triggers",
