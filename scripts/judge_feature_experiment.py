@@ -77,6 +77,9 @@ def summary(v: tj.Validation, d, seed: int) -> dict[str, object]:
         "auroc_random_samples": float(roc_auc_score(y[random_rows], v.scores.p_misaligned[random_rows])),
         "chosen": [(c["C_misaligned"], c["rate_method"]) for c in v.fold_choices],
     }
+    pooled = tj.metrics(v.scores, d)
+    for k in ("mae_aligned", "mae_coherent", "class_accuracy", "recall_REFUSAL", "brier"):
+        out[k] = pooled[k]
     for m in ("shipped", tj.COUNT, *RATE_METHODS):
         err = np.array(
             [abs((r[r["shipped_method"]] if m == "shipped" else r[m]) - r["llm_rate"]) for r in rates]
