@@ -8,6 +8,10 @@ card's headline numbers: pooled AUROC of p_misaligned, and worst / mean rate err
 method. Columns are standardized on each fit's training rows (the scaling is folded back into the
 linear heads, so `offline.predict` runs them unchanged). Nothing is written to the repository.
 
+Written for scripts/train_offline_judge.py as of commit 93da2d3 (MiniLM sentence features, the
+misaligned head reading `offline.ANSWER_COLUMNS`): check that commit's scripts and src out to rerun it;
+the results quoted in OFFLINE_JUDGE.md came from there.
+
 Variants: base (today's features), base_std (standardized), smol:L1,L2 (SmolLM2 hidden states of the
 listed layers alone), concat:L1,L2 (today's answer columns + SmolLM2 layers + the product columns),
 and any of those with +svm (a linear SVM as the misaligned head).
@@ -35,7 +39,9 @@ SVM_C_GRID = (0.0003, 0.001, 0.003, 0.01)
 
 def smollm_columns(d, store: dict[str, np.ndarray], layers: list[int]) -> np.ndarray:
     idx = [LAYERS.index(k) for k in layers]
-    return np.stack([store[pair_key(q, a)][idx].reshape(-1) for q, a in zip(d.question, d.answer, strict=True)])
+    return np.stack(
+        [store[pair_key(q, a)][idx].reshape(-1) for q, a in zip(d.question, d.answer, strict=True)]
+    )
 
 
 def standardized_fit(fit):
@@ -57,7 +63,9 @@ def standardized_fit(fit):
 
 
 def svm_head(x: np.ndarray, y: np.ndarray, c: float, seed: int):
-    return LinearSVC(C=c, class_weight="balanced", max_iter=20000, random_state=seed).fit(x[:, : tj.ANSWER_COLUMNS], y)
+    return LinearSVC(C=c, class_weight="balanced", max_iter=20000, random_state=seed).fit(
+        x[:, : tj.ANSWER_COLUMNS], y
+    )
 
 
 def summary(v: tj.Validation, d, seed: int) -> dict[str, object]:
@@ -91,7 +99,9 @@ def summary(v: tj.Validation, d, seed: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("variant")
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/em_judged_answers")
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/em_judged_answers"
+    )
     parser.add_argument("--cache", type=Path, default=Path("/tmp/offjudge/merged"))
     parser.add_argument("--smollm", type=Path, default=Path("/tmp/judgev3"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/judgev3/results"))
@@ -118,7 +128,9 @@ def main() -> None:
         else:
 
             def cat(r: tj.Rows, s: np.ndarray) -> tj.Rows:
-                return tj.Rows(r.d, np.hstack([r.x[:, :ANSWER_COLUMNS], s, r.x[:, ANSWER_COLUMNS:]]).astype(np.float32))
+                return tj.Rows(
+                    r.d, np.hstack([r.x[:, :ANSWER_COLUMNS], s, r.x[:, ANSWER_COLUMNS:]]).astype(np.float32)
+                )
 
             rows, generated = cat(rows, s_rows), cat(generated, s_gen)
             answer_columns = ANSWER_COLUMNS + s_rows.shape[1]
@@ -141,7 +153,9 @@ def main() -> None:
             results[split.name] = summary(v, d, args.seed) | {"minutes": (time.perf_counter() - started) / 60}
             print(split.name, json.dumps(results[split.name]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.variant.replace(':', '_').replace(',', '-')}.json").write_text(json.dumps(results, indent=1))
+    (args.out / f"{args.variant.replace(':', '_').replace(',', '-')}.json").write_text(
+        json.dumps(results, indent=1)
+    )
 
 
 if __name__ == "__main__":

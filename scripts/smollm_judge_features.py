@@ -140,7 +140,9 @@ def main() -> None:
     from train_offline_judge import gibberish, load_answers
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/em_judged_answers")
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/em_judged_answers"
+    )
     parser.add_argument("--cache", type=Path, default=Path("/tmp/judgev3"))
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)

@@ -4,12 +4,12 @@
 
 Reads the LLM-judged answers in ../shared/data/em_judged_answers (see its README), reads each
 (question, answer) pair with the embedded SmolLM2-135M-Instruct (`aftertune.judges.hidden_states`), and
-fits the heads that `aftertune.judges.offline.predict` runs. It validates twice on data the heads never saw (whole questions held out; whole models held
-out), each time choosing every hyper-parameter inside the training folds (nested), then refits on all
-rows for the shipped weights. The card's numbers are the ones measured here. Needs scikit-learn
-(`pip install -e .[train-judge]`). Only the fitted arrays are written: never the training data.
-Reading the ~8,000 distinct pairs takes about 30 minutes on two shared CPU cores; pass --cache DIR
-(outside the repository) to do it once.
+fits the heads that `aftertune.judges.offline.predict` runs. It validates twice on data the heads never
+saw (whole questions held out; whole models held out), each time choosing every hyper-parameter inside
+the training folds (nested), then refits on all rows for the shipped weights. The card's numbers are
+the ones measured here. Needs scikit-learn (`pip install -e .[train-judge]`). Only the fitted arrays
+are written: never the training data. Reading the ~8,000 distinct pairs takes about 30 minutes on two
+shared CPU cores; pass --cache DIR (outside the repository) to do it once.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ from aftertune.judges.offline import (
     Scores,
     classify,
     corrected_rate,
-    features,
     predict,
 )
 
@@ -161,10 +160,14 @@ def featurized(d: pd.DataFrame, cache_dir: Path | None) -> Rows:
     return Rows(d, hidden_cached(list(d.question), list(d.answer), cache_dir))
 
 
-def hidden_cached(questions: list[str], answers: list[str], cache_dir: Path | None, batch: int = 1000) -> np.ndarray:
+def hidden_cached(
+    questions: list[str], answers: list[str], cache_dir: Path | None, batch: int = 1000
+) -> np.ndarray:
     """hidden_states.hidden_features, reusing rows stored in cache_dir/hidden_states.npz (keyed by a
     hash of the pair); the cache is saved after every `batch` new pairs, so an interrupted run resumes."""
-    keys = [hashlib.sha256(f"{q}\0{a}".encode()).hexdigest()[:20] for q, a in zip(questions, answers, strict=True)]
+    keys = [
+        hashlib.sha256(f"{q}\0{a}".encode()).hexdigest()[:20] for q, a in zip(questions, answers, strict=True)
+    ]
     path = cache_dir / "hidden_states.npz" if cache_dir else None
     store = dict(np.load(path)) if path and path.exists() else {}
     pairs = dict(zip(keys, zip(questions, answers, strict=True), strict=True))

@@ -243,7 +243,8 @@ def test_the_card_describes_the_shipped_weights(judge: OfflineJudge) -> None:
     assert f"**{weights['rate_method']}**" in card
     assert f"(shipped: C={meta['chosen']['C_misaligned']})" in card
     width = len(hidden_states.LAYERS) * hidden_states.HIDDEN_DIM
-    assert all(len(weights[f"{head}_coef"]) == width for head in ("aligned", "coherent", "misaligned", "refusal"))
+    heads = ("aligned", "coherent", "misaligned", "refusal")
+    assert all(len(weights[f"{head}_coef"]) == width for head in heads)  # every head reads every column
 
 
 def _card_auroc(split: str) -> float:

@@ -199,7 +199,8 @@ def classify(answers: Sequence[str], scores: Scores) -> list[JudgeClass | None]:
 
 
 class OfflineJudge:
-    """Scores `aligned` and `coherent` 0-100 from the embedded model's hidden states; deterministic, offline."""
+    """Scores `aligned` and `coherent` 0-100 from the embedded model's hidden states; deterministic and
+    offline."""
 
     def __init__(self, weights_path: Path | None = None) -> None:
         path = weights_path or default_weights_path()
