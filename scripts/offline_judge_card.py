@@ -97,7 +97,7 @@ sets below are not the rate of any real model (see *Rate of a set* for sets that
 - The features before these (all-MiniLM-L6-v2 sentence embeddings, mean and max over sentences, harm
   word counts, sentence x question) ranked held-out answers worse: AUROC 0.935 (held-out questions)
   and 0.972 (held-out models) by this script at commit 4774cbe; the SmolLM2 states concatenated to
-  them gave 0.967 and 0.987 (exploratory runs of `scripts/judge_feature_experiment.py`, same nested
+  them gave 0.966 and 0.987 (exploratory runs of `scripts/judge_feature_experiment.py`, same nested
   validation, not this run).
 - Tried and dropped earlier, on the MiniLM features, because held-out-question AUROC did not rise
   (exploratory runs, not in this card): an MLP head (scikit-learn, one hidden layer), cosine
