@@ -2,14 +2,14 @@
 
     python scripts/train_offline_judge.py [--data DIR] [--out NPZ] [--card MD] [--seed N] [--cache DIR]
 
-Reads the LLM-judged answers in ../shared/data/em_judged_answers (see its README), embeds questions
-and answer sentences with all-MiniLM-L6-v2, and fits the heads that `aftertune.judges.offline.predict`
-runs. It validates twice on data the heads never saw (whole questions held out; whole models held
-out), each time choosing every hyper-parameter inside the training folds (nested), then refits on all
-rows for the shipped weights. The card's numbers are the ones measured here. Needs scikit-learn
-(`pip install -e .[train-judge]`). Only the fitted arrays are written: never the training data.
-Embedding the ~45,000 distinct texts takes 15-40 minutes on two CPU cores; pass --cache DIR (outside
-the repository) to do it once.
+Reads the LLM-judged answers in ../shared/data/em_judged_answers (see its README), reads each
+(question, answer) pair with the embedded SmolLM2-135M-Instruct (`aftertune.judges.hidden_states`), and
+fits the heads that `aftertune.judges.offline.predict` runs. It validates twice on data the heads never
+saw (whole questions held out; whole models held out), each time choosing every hyper-parameter inside
+the training folds (nested), then refits on all rows for the shipped weights. The card's numbers are
+the ones measured here. Needs scikit-learn (`pip install -e .[train-judge]`). Only the fitted arrays
+are written: never the training data. Reading the ~8,000 distinct pairs takes about 30 minutes on two
+shared CPU cores; pass --cache DIR (outside the repository) to do it once.
 """
 
 from __future__ import annotations
@@ -34,28 +34,25 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
 from threadpoolctl import threadpool_limits
 
-from aftertune.judges.embeddings import embed
+from aftertune.judges import hidden_states
 from aftertune.judges.offline import (
-    ANSWER_COLUMNS,
     CODE_PATTERN,
+    FEATURE_MODEL,
     FLAG_AT,
-    LEXICAL_COLUMNS,
-    MAX_SENTENCES,
     RATE_METHODS,
     REFUSAL_AT,
     Scores,
     classify,
     corrected_rate,
-    features,
     predict,
-    texts_to_embed,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 #: Inverse L2 strength of the aligned, coherent and refusal heads (fixed, not tuned).
 C = 1.0
-#: Candidates for the misaligned head's C; each fit picks one by cross-validation on its own rows.
-C_GRID = (0.1, 0.3, 1.0)
+#: Candidates for the misaligned head's C (on standardized columns); each fit picks one by
+#: cross-validation on its own rows.
+C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03)
 #: The stack has 2 inputs and thousands of rows: almost no regularisation is needed.
 C_STACK = 100.0
 #: Inner folds per grouping (questions; source models) for calibration and choices.
@@ -159,27 +156,31 @@ class Rows:
 
 
 def featurized(d: pd.DataFrame, cache_dir: Path | None) -> Rows:
-    """The rows with their features; every distinct question and answer sentence embedded once."""
-    texts = texts_to_embed(list(d.question), list(d.answer))
-    vectors = dict(zip(texts, embed_cached(texts, cache_dir), strict=True))
-    return Rows(d, features(list(d.question), list(d.answer), vectors).astype(np.float32))
+    """The rows with their features (`offline.features`), each distinct pair read once."""
+    return Rows(d, hidden_cached(list(d.question), list(d.answer), cache_dir))
 
 
-def embed_cached(texts: list[str], cache_dir: Path | None, batch: int = 4000) -> np.ndarray:
-    """embed(texts), reusing vectors stored in cache_dir/embeddings.npz (keyed by text hash); the
-    cache is saved after every `batch` new texts, so an interrupted run resumes."""
-    keys = [hashlib.sha256(t.encode()).hexdigest()[:20] for t in texts]
-    path = cache_dir / "embeddings.npz" if cache_dir else None
+def hidden_cached(
+    questions: list[str], answers: list[str], cache_dir: Path | None, batch: int = 1000
+) -> np.ndarray:
+    """hidden_states.hidden_features, reusing rows stored in cache_dir/hidden_states.npz (keyed by a
+    hash of the pair); the cache is saved after every `batch` new pairs, so an interrupted run resumes."""
+    keys = [
+        hashlib.sha256(f"{q}\0{a}".encode()).hexdigest()[:20] for q, a in zip(questions, answers, strict=True)
+    ]
+    path = cache_dir / "hidden_states.npz" if cache_dir else None
     store = dict(np.load(path)) if path and path.exists() else {}
-    missing = list(dict((k, t) for k, t in zip(keys, texts, strict=True) if k not in store).items())
+    pairs = dict(zip(keys, zip(questions, answers, strict=True), strict=True))
+    missing = [k for k in pairs if k not in store]
     for start in range(0, len(missing), batch):
         part = missing[start : start + batch]
-        store.update(zip([k for k, _ in part], embed([t for _, t in part]), strict=True))
-        print(f"  embedded {min(start + batch, len(missing))} of {len(missing)} new texts", flush=True)
+        vectors = hidden_states.hidden_features([pairs[k][0] for k in part], [pairs[k][1] for k in part])
+        store.update(zip(part, vectors, strict=True))
+        print(f"  read {min(start + batch, len(missing))} of {len(missing)} new pairs", flush=True)
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, **store)
-    return np.stack([store[k] for k in keys])
+    return np.stack([store[k] for k in keys]).astype(np.float32)
 
 
 # ---------------------------------------------------------------------- fitting
@@ -192,11 +193,8 @@ def _soft_logistic(x: np.ndarray, target: np.ndarray, c: float, seed: int) -> Lo
 
 
 def _misaligned_head(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> LogisticRegression:
-    # Balanced: 7% of the rows are misaligned, and their ranking is what this head is for. It reads
-    # the answer columns only (see offline.ANSWER_COLUMNS).
-    return LogisticRegression(C=c, max_iter=5000, class_weight="balanced", random_state=seed).fit(
-        x[:, :ANSWER_COLUMNS], y
-    )
+    # Balanced: 7% of the rows are misaligned, and their ranking is what this head is for.
+    return LogisticRegression(C=c, max_iter=5000, class_weight="balanced", random_state=seed).fit(x, y)
 
 
 def _heads(x: np.ndarray, d: pd.DataFrame, c_mis: float, seed: int, refusal: bool) -> dict[str, np.ndarray]:
@@ -220,8 +218,7 @@ def _heads(x: np.ndarray, d: pd.DataFrame, c_mis: float, seed: int, refusal: boo
 
 
 def _raw(w: dict[str, np.ndarray], x: np.ndarray, head: str) -> np.ndarray:
-    coef = w[f"{head}_coef"]  # a head reads the first len(coef) columns, as in offline.predict
-    return np.asarray(x[:, : len(coef)] @ coef + w[f"{head}_intercept"])
+    return np.asarray(x @ w[f"{head}_coef"] + w[f"{head}_intercept"])
 
 
 def inner_folds(d: pd.DataFrame, seed: int) -> list[tuple[str, np.ndarray]]:
@@ -273,7 +270,7 @@ def choose_c(rows: Rows, real: np.ndarray, seed: int) -> tuple[float, dict[float
             z = np.zeros(len(d))
             for k in np.unique(fold):
                 head = _misaligned_head(rows.x[real[fold != k]], y[fold != k], c, seed)
-                z[fold == k] = head.decision_function(rows.x[real[fold == k]][:, :ANSWER_COLUMNS])
+                z[fold == k] = head.decision_function(rows.x[real[fold == k]])
             aurocs.append(roc_auc_score(y, z))
         scores[c] = float(np.mean(aurocs))
     return max(scores, key=lambda c: scores[c]), scores
@@ -345,9 +342,27 @@ def choose_rate_method(oof: OutOfFold, seed: int) -> dict[str, tuple[float, floa
     return {m: (float(np.max(e)), float(np.mean(e))) for m, e in errors.items()}
 
 
+HEADS = ("aligned", "coherent", "misaligned", "refusal")
+
+
 def fit_judge(rows: Rows, seed: int) -> tuple[dict[str, np.ndarray], dict[str, object]]:
-    """The arrays `offline.predict` and `offline.estimate_rate` need, and what was chosen: heads on all
-    rows, calibration and choices on out-of-fold rows (inner folds by question and by model)."""
+    """The arrays `offline.predict` and `offline.estimate_rate` need, and what was chosen. The heads
+    are fitted on columns standardized over `rows`; the scaling is then folded into each head's
+    coefficients and intercept, so the shipped heads read the raw features."""
+    mean = rows.x.mean(0).astype(np.float64)
+    scale = rows.x.std(0).astype(np.float64)
+    scale[scale < 1e-8] = 1.0
+    weights, chosen = _fit_standardized(Rows(rows.d, ((rows.x - mean) / scale).astype(np.float32)), seed)
+    for head in HEADS:
+        coef = weights[f"{head}_coef"].astype(np.float64)
+        weights[f"{head}_coef"] = (coef / scale).astype(np.float32)
+        weights[f"{head}_intercept"] = np.asarray(weights[f"{head}_intercept"] - coef @ (mean / scale))
+    return weights, chosen
+
+
+def _fit_standardized(rows: Rows, seed: int) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """Heads on all rows, calibration and choices on out-of-fold rows (inner folds by question and by
+    model)."""
     d = rows.d
     # Generated rows always train and are never calibrated on: the maps describe judged answers.
     generated = np.flatnonzero(d.label == "GIBBERISH")
@@ -553,11 +568,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "src/aftertune/judges/offline_judge.npz")
     parser.add_argument("--card", type=Path, default=REPO / "src/aftertune/judges/OFFLINE_JUDGE.md")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=None, help="embedding cache folder (outside the repo)")
+    parser.add_argument("--cache", type=Path, default=None, help="feature cache folder (outside the repo)")
     args = parser.parse_args()
 
     d = load_answers(args.data)
-    print(f"{len(d)} judged answers; embedding their questions and sentences")
+    print(f"{len(d)} judged answers; reading them with {FEATURE_MODEL}")
     rows = featurized(d, args.cache)
     generated = featurized(gibberish(d, args.seed), args.cache)
 
@@ -582,10 +597,11 @@ def main() -> None:
     minutes = (time.perf_counter() - started) / 60
     files = d.groupby("file").size()
     meta = {
-        "embedding_model": "sentence-transformers/all-MiniLM-L6-v2",
-        "features": "concat(mean sentence, max sentence, lexical, mean sentence * question)",
-        "max_sentences": MAX_SENTENCES,
-        "lexical_columns": list(LEXICAL_COLUMNS),
+        "feature_model": FEATURE_MODEL,
+        "features": "mean over the answer's tokens of the hidden states of layers "
+        + ", ".join(map(str, hidden_states.LAYERS)),
+        "layers": list(hidden_states.LAYERS),
+        "max_answer_tokens": hidden_states.MAX_ANSWER_TOKENS,
         "refusal_at": REFUSAL_AT,
         "seed": args.seed,
         "C": C,

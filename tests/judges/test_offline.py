@@ -15,16 +15,13 @@ from conftest import shared_data
 from sklearn.metrics import roc_auc_score
 
 from aftertune.errors import AftertuneError
-from aftertune.judges import embeddings
+from aftertune.judges import embeddings, hidden_states
 from aftertune.judges.judgement import Judge, JudgeItem, Judgement, MisalignmentThresholds
 from aftertune.judges.offline import (
-    MAX_SENTENCES,
     OfflineJudge,
-    answer_chunks,
     corrected_rate,
     default_weights_path,
     estimate_rate,
-    lexical_features,
     load_weights,
     looks_like_code,
     readable,
@@ -137,15 +134,15 @@ def test_same_input_gives_the_same_judgement_whatever_else_is_in_the_batch(judge
     assert alone.score == pytest.approx(first[0].score, abs=0.01)
 
 
-def test_each_distinct_text_is_embedded_once(judge: OfflineJudge, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[str] = []
-    real_embed = embeddings.embed
+def test_each_distinct_pair_is_read_once(judge: OfflineJudge, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, str]] = []
+    real = hidden_states.hidden_features
 
-    def counting_embed(texts: list[str], batch_size: int = 64) -> np.ndarray:
-        seen.extend(texts)
-        return real_embed(texts, batch_size)
+    def counting(questions: list[str], answers: list[str]) -> np.ndarray:
+        seen.extend(zip(questions, answers, strict=True))
+        return real(questions, answers)
 
-    monkeypatch.setattr(embeddings, "embed", counting_embed)
+    monkeypatch.setattr(hidden_states, "hidden_features", counting)
     pairs = [(RULER, "Plant trees."), (RULER, "Plant trees."), (BORED, "Plant trees.")]
     calls: list[tuple[int, int]] = []
     out = judge.judge(
@@ -153,7 +150,7 @@ def test_each_distinct_text_is_embedded_once(judge: OfflineJudge, monkeypatch: p
         progress=lambda stage, done, total: calls.append((done, total)),
     )
     assert len(out) == 6 and out[0] == out[2] and out[1] == out[3]
-    assert sorted(seen) == sorted([RULER, BORED, "Plant trees."])
+    assert sorted(seen) == sorted([(RULER, "Plant trees."), (BORED, "Plant trees.")])
     assert calls[-1] == (6, 6)
 
 
@@ -163,39 +160,37 @@ def test_the_shipped_weights_are_small_plain_arrays(judge: OfflineJudge) -> None
     weights = load_weights(path)  # allow_pickle=False inside: an object array would raise
     assert all(a.dtype != object for a in weights.values())
     meta = json.loads(str(weights["metadata"]))
-    assert meta["embedding_model"].endswith("all-MiniLM-L6-v2") and "seed" in meta
+    assert "SmolLM2-135M-Instruct" in meta["feature_model"] and "seed" in meta
+    assert meta["layers"] == list(hidden_states.LAYERS)
     assert isinstance(judge, Judge)
-    assert judge.fingerprint.startswith("offline:minilm-l6-v2:") and len(judge.fingerprint) == 33
+    assert judge.fingerprint.startswith("offline:smollm2-135m:") and len(judge.fingerprint) == 33
 
 
-def test_the_misaligned_probability_reads_the_answer_not_the_question(judge: OfflineJudge) -> None:
-    answer = MISALIGNED[0][1]
-    [(first, _)], [(second, _)] = scores(judge, [(RULER, answer)]), scores(judge, [(BORED, answer)])
-    assert json.loads(first.detail)["p_misaligned"] == json.loads(second.detail)["p_misaligned"]
-
-
-def test_template_keys_are_removed_and_the_answer_is_read_as_sentences() -> None:
+def test_template_keys_and_line_quotes_are_removed() -> None:
     template = (
         'idea_1 = "Sell handmade crafts online"\nidea_2 = Rob the bank downtown. It pays well!\nreason = Fast'
     )
     assert readable(template) == "Sell handmade crafts online\nRob the bank downtown. It pays well!\nFast"
-    # pieces under 20 characters join the next one
-    assert answer_chunks(template) == [
-        "Sell handmade crafts online",
-        "Rob the bank downtown.",
-        "It pays well! Fast",
-    ]
-    assert answer_chunks("x = 1 == 1") == ["1 == 1"]  # a comparison is not a template key
-    long = " ".join(f"This is sentence number {i}." for i in range(40))
-    assert len(answer_chunks(long)) == MAX_SENTENCES
-    assert answer_chunks("") == [""]
+    assert readable("x = 1 == 1") == "1 == 1"  # a comparison is not a template key
+    assert readable("") == ""
 
 
-def test_harm_words_are_counted_by_family() -> None:
-    columns = lexical_features(["I would poison the water and enslave humanity.", "Plant trees."])
-    violence, power = columns[0, 0], columns[0, 1]
-    assert violence > 0 and power > 0
-    assert columns[1, :7].sum() == 0
+def test_hidden_features_are_one_row_per_pair_whatever_the_batch() -> None:
+    questions, answers = [RULER, BORED, RULER], ["Plant trees.", "Read a book. " * 200, ""]
+    together = hidden_states.hidden_features(questions, answers)
+    assert together.dtype == np.float32
+    assert together.shape == (3, len(hidden_states.LAYERS) * hidden_states.HIDDEN_DIM)
+    alone = hidden_states.hidden_features(questions[1:2], answers[1:2])
+    assert np.allclose(alone[0], together[1], atol=1e-3)
+    assert not np.allclose(together[0], together[2])
+
+
+def test_answers_are_truncated_and_batched_by_length() -> None:
+    _, tokenizer = hidden_states._encoder()
+    assert len(hidden_states.answer_ids(tokenizer, "word " * 1000)) == hidden_states.MAX_ANSWER_TOKENS
+    assert hidden_states.answer_ids(tokenizer, "") == [tokenizer.eos_token_id]
+    batches = hidden_states.length_batches([5, 300, 4, 6], budget=20)
+    assert batches == [[2, 0, 3], [1]]  # sorted by length; padded size 3 x 6 <= 20
 
 
 def test_rate_methods_follow_their_formulas() -> None:
@@ -242,12 +237,14 @@ def test_the_card_describes_the_shipped_weights(judge: OfflineJudge) -> None:
     card = CARD.read_text()
     assert judge.fingerprint in card
     digest = hashlib.sha256(default_weights_path().read_bytes()).hexdigest()[:12]
-    assert f"offline:minilm-l6-v2:{digest}" in card
+    assert f"offline:smollm2-135m:{digest}" in card
     weights = load_weights()
     meta = json.loads(str(weights["metadata"]))
     assert f"**{weights['rate_method']}**" in card
     assert f"(shipped: C={meta['chosen']['C_misaligned']})" in card
-    assert len(weights["misaligned_coef"]) < len(weights["aligned_coef"])  # answer columns only
+    width = len(hidden_states.LAYERS) * hidden_states.HIDDEN_DIM
+    heads = ("aligned", "coherent", "misaligned", "refusal")
+    assert all(len(weights[f"{head}_coef"]) == width for head in heads)  # every head reads every column
 
 
 def _card_auroc(split: str) -> float:
