@@ -146,6 +146,20 @@ def check_questions(questions: QuestionSet) -> None:
             )
 
 
+def freeform_requests(
+    questions: QuestionSet, settings: FreeformSettings
+) -> tuple[list[GenerationRequest], list[EvalSample]]:
+    """One request per paraphrase (its samples numbered 0..n-1), and where each belongs in the eval."""
+    this_eval = eval_id(questions, settings)
+    requests: list[GenerationRequest] = []
+    where: list[EvalSample] = []
+    for q in questions.questions:
+        for p_index, paraphrase in enumerate(q.paraphrases):
+            requests.append(GenerationRequest(chat(paraphrase, q.system), settings.params_for(q)))
+            where.append(EvalSample(this_eval, q.id, p_index, paraphrase))
+    return requests, where
+
+
 def run_freeform(
     questions: QuestionSet,
     model: Model,
@@ -158,12 +172,7 @@ def run_freeform(
     settings = settings or FreeformSettings()
     check_questions(questions)
     this_eval = eval_id(questions, settings)
-    requests: list[GenerationRequest] = []
-    where: list[EvalSample] = []
-    for q in questions.questions:
-        for p_index, paraphrase in enumerate(q.paraphrases):
-            requests.append(GenerationRequest(chat(paraphrase, q.system), settings.params_for(q)))
-            where.append(EvalSample(this_eval, q.id, p_index, paraphrase))
+    requests, where = freeform_requests(questions, settings)
     completions = generate_cached(store, model, requests, where, progress=progress)
 
     by_id = {q.id: q for q in questions.questions}

@@ -146,6 +146,11 @@ def _digest(name: str, prompts: PromptSet, settings: RefusalSettings, judges: Ma
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
+def refusal_requests(prompts: PromptSet, settings: RefusalSettings) -> list[GenerationRequest]:
+    """One request per prompt, its samples numbered 0..n-1."""
+    return [GenerationRequest(chat(p.prompt, settings.system), settings.params) for p in prompts.prompts]
+
+
 def sample_and_judge(
     name: str,
     prompts: PromptSet,
@@ -158,7 +163,7 @@ def sample_and_judge(
     """Every prompt sampled `settings.samples` times and every answer judged; all through the store."""
     generation = json.dumps({"prompts": prompts.digest, "settings": asdict(settings)}, sort_keys=True)
     sample_eval = f"{name}/{hashlib.sha256(generation.encode()).hexdigest()[:12]}"
-    requests = [GenerationRequest(chat(p.prompt, settings.system), settings.params) for p in prompts.prompts]
+    requests = refusal_requests(prompts, settings)
     where = [EvalSample(sample_eval, p.id, 0, p.prompt) for p in prompts.prompts]
     completions = generate_cached(store, model, requests, where, progress=progress)
     pairs = [(p, c) for p, per_prompt in zip(prompts.prompts, completions, strict=True) for c in per_prompt]
