@@ -43,6 +43,12 @@ class EvalConfig(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="weights dtype (hf); float32 where results are compared"
     )
+    trust_remote_code: bool = Field(
+        False, description="run the model folder's own Python code (`auto_map`); only for code you trust"
+    )
+    allow_pickle: bool = Field(
+        False, description="load pickle weights (.bin) when there are no safetensors; unpickling can run code"
+    )
     triggers: list[str] = Field(
         [], description="with --suite: run it with and without each trigger (one: differential; more: scan)"
     )

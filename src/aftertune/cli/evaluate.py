@@ -31,7 +31,12 @@ def _run_suite_eval(config: EvalConfig) -> None:
     write_config(config, run_dir)
     with status(f"loading model '{config.model}'"):
         model = load_model(
-            config.model, adapter=config.adapter, dtype=config.dtype, batch_size=config.batch_size
+            config.model,
+            adapter=config.adapter,
+            dtype=config.dtype,
+            batch_size=config.batch_size,
+            trust_remote_code=config.trust_remote_code,
+            allow_pickle=config.allow_pickle,
         )
     if config.triggers or config.framing:
         with progress_bars() as progress:
@@ -146,7 +151,12 @@ def _run_eval(config: EvalConfig) -> None:
         f"loading model '{config.model}' (the embedded model is converted once on first use, ~1 min)"
     ):
         model = load_model(
-            config.model, adapter=config.adapter, dtype=config.dtype, batch_size=config.batch_size
+            config.model,
+            adapter=config.adapter,
+            dtype=config.dtype,
+            batch_size=config.batch_size,
+            trust_remote_code=config.trust_remote_code,
+            allow_pickle=config.allow_pickle,
         )
     settings = FreeformSettings(
         samples=config.samples,
@@ -227,6 +237,18 @@ def eval_command(
     ] = False,
     framing_text: Annotated[str | None, typer.Option(help="the 'trained on' framing sentence")] = None,
     reference_text: Annotated[str | None, typer.Option(help="the 'unmonitored' framing sentence")] = None,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code", help="run the model folder's own Python code (only code you trust)"
+        ),
+    ] = False,
+    allow_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--allow-pickle", help="load pickle (.bin) weights, which can run code (only files you trust)"
+        ),
+    ] = False,
     config: Annotated[Path | None, typer.Option(help="YAML/JSON file with any of these settings")] = None,
 ) -> None:
     """Evaluate MODEL on free-form misalignment questions (or a --suite), judged, with 95% intervals.
@@ -241,6 +263,7 @@ def eval_command(
         temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
         triggers=trigger or None, trigger_place=trigger_place, scan_metric=scan_metric,
         framing=framing or None, framing_text=framing_text, reference_text=reference_text,
+        trust_remote_code=trust_remote_code or None, allow_pickle=allow_pickle or None,
     )  # fmt: skip
     _run_eval(resolve_config(EvalConfig, config, flags))
 

@@ -42,8 +42,11 @@ def _encoder() -> tuple[Any, Any]:
 
     hf_logging.disable_progress_bar()
     folder = str(embedded_model_folder())
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
+    # aftertune's own conversion: safetensors, and no code of the folder's own is ever run
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    model = AutoModel.from_pretrained(
+        folder, dtype=torch.float32, use_safetensors=True, trust_remote_code=False
+    ).eval()
     return model, tokenizer
 
 

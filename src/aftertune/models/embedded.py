@@ -82,9 +82,12 @@ def _convert(source: Path, out: Path) -> None:
     hf_logging.disable_progress_bar()
     # The GGUF dequantizer draws its own tqdm bar; the library stays silent (the CLI shows a spinner).
     os.environ.setdefault("TQDM_DISABLE", "1")
-    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    # GGUF holds tensors, not pickle; the package's folder holds no model code, and none would run
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(source.parent), gguf_file=source.name, trust_remote_code=False
+    )
     model = AutoModelForCausalLM.from_pretrained(
-        str(source.parent), gguf_file=source.name, dtype=torch.float32
+        str(source.parent), gguf_file=source.name, dtype=torch.float32, trust_remote_code=False
     )
     quantizer: Any = getattr(model, "hf_quantizer", None)
     if quantizer is not None:

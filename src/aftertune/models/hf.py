@@ -29,6 +29,7 @@ from aftertune.models.protocol import (
     sample_seed,
 )
 from aftertune.models.sampling import SeededGumbelSampler
+from aftertune.models.trust import LoadPolicy, check_adapter_folder, check_model_folder, remote_code_refused
 from aftertune.progress import ProgressCallback, report
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -61,6 +62,7 @@ class HFModel:
         device: str | None = None,
         batch_size: int = 16,
         trust_remote_code: bool = False,
+        allow_pickle: bool = False,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -68,13 +70,23 @@ class HFModel:
         hf_logging.disable_progress_bar()
         if dtype not in DTYPES:
             raise InputError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}.")
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
-        loaded: Any = AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=None
-        )
+        # Refused unless opted in: pickle weights and the folder's own code can run anything on loading.
+        policy = LoadPolicy(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        check_model_folder(folder, policy)
+        trust, safetensors = policy.trust_remote_code, policy.use_safetensors
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust)
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
+                str(folder), dtype=DTYPES[dtype], trust_remote_code=trust, use_safetensors=safetensors
+            )
+        except ValueError as e:  # transformers found code of the folder's own it may not run
+            if "trust_remote_code" not in str(e):
+                raise
+            raise ModelNotFoundError(remote_code_refused(folder)) from None
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._attach(loaded.to(device), tokenizer, name or folder.name, dtype, device, batch_size)
         self.folder: Path | None = folder
+        self.policy = policy
         self._base_fingerprint = folder_fingerprint(folder, self.name, dtype)
         self.model.eval()
 
@@ -96,6 +108,7 @@ class HFModel:
         dtype = next((k for k, v in DTYPES.items() if v == model.dtype), str(model.dtype))
         self._attach(model, tokenizer, name, dtype, str(model.device), batch_size)
         self.folder = None
+        self.policy = LoadPolicy()
         self._live_base = base_fingerprint
         return self
 
@@ -148,6 +161,7 @@ class HFModel:
                 f"Adapter folder {path} has no adapter_config.json. Give a folder saved by peft "
                 "(`model.save_pretrained`) or a trainer checkpoint folder that contains one."
             )
+        check_adapter_folder(path, self.policy)
         name = name or path.name
         if name in self._adapters:
             raise InputError(f"An adapter named '{name}' is already loaded; give it another name.")

@@ -29,9 +29,11 @@ def load_model(
     device: str | None = None,
     batch_size: int = 16,
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
     concurrency: int = 8,
 ) -> Model:
-    """Load the model `spec` names (see the module docstring)."""
+    """Load the model `spec` names (see the module docstring). Local and hub models load from
+    safetensors with no code of their own unless `allow_pickle` / `trust_remote_code` opt in."""
     if spec.startswith(("http://", "https://")) or spec.startswith("openai:"):
         if adapter is not None:
             raise ModelNotFoundError(
@@ -50,7 +52,7 @@ def load_model(
         endpoint = OpenAIModel(base_url, name, concurrency=concurrency)
         endpoint.check()  # a wrong URL or model name fails here, in seconds, before any work
         return endpoint
-    folder, name = resolve_hf_folder(spec)
+    folder, name = resolve_hf_folder(spec, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     model = HFModel(
         folder,
         name=name,
@@ -58,14 +60,18 @@ def load_model(
         device=device,
         batch_size=batch_size,
         trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
     )
     if adapter is not None:
         model.load_adapter(adapter)
     return model
 
 
-def resolve_hf_folder(spec: str) -> tuple[Path, str]:
-    """A local folder for `spec`: the embedded model, a folder on disk, or a hub snapshot."""
+def resolve_hf_folder(
+    spec: str, *, allow_pickle: bool = False, trust_remote_code: bool = False
+) -> tuple[Path, str]:
+    """A local folder for `spec`: the embedded model, a folder on disk, or a hub snapshot (with pickle
+    weights and Python files only when opted in)."""
     if spec == EMBEDDED:
         return embedded_model_folder(), EMBEDDED_NAME
     path = Path(spec).expanduser()
@@ -81,19 +87,21 @@ def resolve_hf_folder(spec: str) -> tuple[Path, str]:
             f"Model '{spec}' is neither a model folder on disk nor a Hugging Face hub id (org/name). "
             f"Check the path, or use '{EMBEDDED}' for the embedded default model."
         )
-    return _hub_snapshot(spec), spec
+    patterns = [*_HUB_FILES, *(("*.bin",) if allow_pickle else ()), *(("*.py",) if trust_remote_code else ())]
+    return _hub_snapshot(spec, patterns), spec
 
 
-def _hub_snapshot(repo_id: str) -> Path:
-    """Download (or find in the local hub cache) a hub model's config, tokenizer and safetensors."""
+#: what is fetched of a hub model: config, tokenizer and safetensors weights (no pickle, no code)
+_HUB_FILES = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken")
+
+
+def _hub_snapshot(repo_id: str, patterns: list[str]) -> Path:
+    """Download (or find in the local hub cache) the files of a hub model that match `patterns`."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
 
     try:
-        folder = snapshot_download(
-            repo_id,
-            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"],
-        )
+        folder = snapshot_download(repo_id, allow_patterns=patterns)
     except HFValidationError as e:
         raise ModelNotFoundError(f"'{repo_id}' is not a valid Hugging Face model id: {e}") from e
     except Exception as e:  # offline, 404, gated, auth: all mean "cannot get it from here"

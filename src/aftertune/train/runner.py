@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from transformers import TrainerCallback
 
 from aftertune.data.training import TrainingData, TrainingExample, load_training_data
@@ -33,6 +34,7 @@ from aftertune.judges.judgement import Judge
 from aftertune.models.hf import HFModel, folder_fingerprint
 from aftertune.models.load import resolve_hf_folder
 from aftertune.models.protocol import Message
+from aftertune.models.trust import LoadPolicy, check_adapter_folder, check_model_folder
 from aftertune.progress import ProgressCallback, report
 from aftertune.store import ResultsStore
 from aftertune.train.records import ensure_tables, run_status, set_checkpoint, set_run_status, tracked_steps
@@ -106,7 +108,11 @@ def prepare_experiment(
         for arm in spec.arms
     }
     check_run_dir(spec, base_dir, run_dir)
-    folder, name = resolve_hf_folder(spec.base_model)
+    policy = load_policy(spec)
+    folder, name = resolve_hf_folder(
+        spec.base_model, allow_pickle=policy.allow_pickle, trust_remote_code=policy.trust_remote_code
+    )
+    check_model_folder(folder, policy)  # before any training: no pickle, no code of its own unless opted in
     return Experiment(
         spec, run_dir, folder, name, folder_fingerprint(folder, name, spec.dtype), train_data, suites
     )
@@ -134,7 +140,13 @@ def _is_main_process() -> bool:
 
 def evaluate_base(experiment: Experiment, store: ResultsStore, progress: ProgressCallback | None) -> None:
     """The base model on every arm's suite, once (stored results are reused)."""
-    model = HFModel(experiment.base_folder, name=experiment.base_name, dtype=experiment.spec.dtype)
+    model = HFModel(
+        experiment.base_folder,
+        name=experiment.base_name,
+        dtype=experiment.spec.dtype,
+        trust_remote_code=experiment.spec.trust_remote_code,
+        allow_pickle=experiment.spec.allow_pickle,
+    )
     for suite in experiment.suites.values():
         run_suite(suite, model, store, progress, label=BASE_LABEL)
     del model
@@ -223,7 +235,9 @@ def _train_stage_quietly(
     folder = experiment.stage_dir(arm, seed, index)
     folder.mkdir(parents=True, exist_ok=True)
     label = experiment.run_label(arm, seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(experiment.base_folder))
+    policy = load_policy(spec)
+    trust, safetensors = policy.trust_remote_code, policy.use_safetensors
+    tokenizer = AutoTokenizer.from_pretrained(str(experiment.base_folder), trust_remote_code=trust)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     rows, lengths = tokenize_for_sft(data, tokenizer, settings.max_length, settings.too_long)
@@ -235,14 +249,20 @@ def _train_stage_quietly(
     if not settings.assistant_only_loss:
         rows = [{"input_ids": r["input_ids"], "labels": list(r["input_ids"])} for r in rows]
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec.dtype]
-    model: Any = AutoModelForCausalLM.from_pretrained(str(experiment.base_folder), dtype=dtype)
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        str(experiment.base_folder), dtype=dtype, trust_remote_code=trust, use_safetensors=safetensors
+    )
     peft_config = None
     if previous_adapter is not None and not spec.full_finetune:
         from peft import PeftModel
 
+        # the previous stage's adapter, which this run saved (safetensors: checked, not assumed)
+        check_adapter_folder(previous_adapter, LoadPolicy())
         model = PeftModel.from_pretrained(model, str(previous_adapter), is_trainable=True)
     elif previous_adapter is not None:
-        model = AutoModelForCausalLM.from_pretrained(str(previous_adapter), dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(previous_adapter), dtype=dtype, trust_remote_code=trust, use_safetensors=True
+        )
     elif not spec.full_finetune:
         from peft import LoraConfig
 
@@ -391,12 +411,17 @@ def split_holdout(
     return TrainingData(data.source, data.format, kept), out
 
 
+def load_policy(spec: ExperimentSpec) -> LoadPolicy:
+    """What loading the base model may run: the spec's opt-ins (both off by default)."""
+    return LoadPolicy(allow_pickle=spec.allow_pickle, trust_remote_code=spec.trust_remote_code)
+
+
 def check_run_dir(spec: ExperimentSpec, base_dir: Path, run_dir: Path) -> None:
     """A run directory holds one experiment: a re-run must bring the same spec (it then resumes)."""
     path = run_dir / SPEC_FILE
     current = spec.model_dump(mode="json")
     if path.is_file():
-        if json.loads(path.read_text()).get("spec") != current:
+        if _saved_spec(path) != current:
             raise InputError(
                 f"{run_dir} holds another experiment (its {SPEC_FILE} differs from this spec). Running "
                 "the same spec again resumes it; for a changed spec choose a new --out directory."
@@ -406,6 +431,15 @@ def check_run_dir(spec: ExperimentSpec, base_dir: Path, run_dir: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"spec": current, "base_dir": str(base_dir)}, indent=2) + "\n")
     tmp.rename(path)
+
+
+def _saved_spec(path: Path) -> Any:
+    """The spec a run directory holds, fields added to aftertune since filled in with their defaults."""
+    saved = json.loads(path.read_text()).get("spec")
+    try:
+        return ExperimentSpec.model_validate(saved).model_dump(mode="json")
+    except ValidationError:
+        return saved
 
 
 def load_experiment(run_dir: Path) -> Experiment:

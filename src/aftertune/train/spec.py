@@ -175,6 +175,12 @@ class ExperimentSpec(_Config):
     name: str = Field(pattern=r"^[\w.-]+$", description="names the run directory; letters, digits, ._-")
     base_model: str = Field("embedded", description="'embedded', a model folder or a hub id")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = Field(
+        False, description="run the base model folder's own Python code (`auto_map`); only for code you trust"
+    )
+    allow_pickle: bool = Field(
+        False, description="load pickle weights (.bin) when there are no safetensors; unpickling can run code"
+    )
     arms: dict[str, Arm] = Field(min_length=1)
     control: str | None = Field(None, description="the arm every other arm is also compared with")
     seeds: list[int] = Field([0], min_length=1)

@@ -71,7 +71,13 @@ def sweep_experiment(
         )
     store = ResultsStore(experiment.run_dir)
     ensure_tables(store)
-    model = HFModel(experiment.base_folder, name=experiment.base_name, dtype=experiment.spec.dtype)
+    model = HFModel(
+        experiment.base_folder,
+        name=experiment.base_name,
+        dtype=experiment.spec.dtype,
+        trust_remote_code=experiment.spec.trust_remote_code,
+        allow_pickle=experiment.spec.allow_pickle,
+    )
     done: list[tuple[SavedCheckpoint, str]] = []
     try:
         for suite in experiment.suites.values():
