@@ -11,6 +11,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from aftertune.atomic import write_text
 from aftertune.data.files import read_text
 from aftertune.errors import InputError, StoreError
 
@@ -121,7 +122,7 @@ def write_config(config: BaseModel, run_dir: Path) -> Path:
     path = run_dir / CONFIG_FILE
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
+        write_text(path, json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
     except OSError as e:
         raise StoreError(
             f"Cannot write {path}: {e.strerror}. Check the --out directory and free space."

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from aftertune.atomic import replacing
 from aftertune.errors import StoreError
 from aftertune.judges.judgement import JudgeItem, Judgement
 from aftertune.models.protocol import (
@@ -386,8 +387,11 @@ def export_samples(frame: pd.DataFrame, out_dir: Path, stem: str = "samples") ->
     """Write a samples DataFrame as parquet and JSONL; returns the paths."""
     paths = [out_dir / f"{stem}.parquet", out_dir / f"{stem}.jsonl"]
     try:
-        frame.to_parquet(paths[0], index=False)
-        frame.to_json(paths[1], orient="records", lines=True, force_ascii=False)
+        # Each file whole or not at all: a run killed while exporting leaves no torn parquet behind.
+        with replacing(paths[0]) as temp:
+            frame.to_parquet(temp, index=False)
+        with replacing(paths[1]) as temp:
+            frame.to_json(temp, orient="records", lines=True, force_ascii=False)
     except OSError as e:
         raise StoreError(
             f"Cannot write {out_dir}: {e.strerror}. The results store still holds every result; free "

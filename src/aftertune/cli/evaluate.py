@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from aftertune.atomic import write_text
 from aftertune.cli.common import app, console, progress_bars, status, user_errors
 from aftertune.config import EvalConfig, JudgeConfig, resolve_config, write_config
 from aftertune.errors import InputError, StoreError
@@ -110,7 +111,7 @@ def _run_differential(
 
 def _write_summary(path: Path, body: dict[str, Any]) -> None:
     try:
-        path.write_text(json.dumps(body, indent=2, default=str) + "\n")
+        write_text(path, json.dumps(body, indent=2, default=str) + "\n")
     except OSError as e:
         raise StoreError(f"Cannot write {path}: {e.strerror}. The results store keeps every result.") from e
     console.print(f"Results: {path.parent / 'results.sqlite'}, {path}")
@@ -180,7 +181,7 @@ def _run_eval(config: EvalConfig) -> None:
     paths = export_samples(result.to_dataframe(), run_dir)
     summary = run_dir / "summary.json"
     try:
-        summary.write_text(json.dumps(result.summary(), indent=2, default=str) + "\n")
+        write_text(summary, json.dumps(result.summary(), indent=2, default=str) + "\n")
     except OSError as e:
         raise StoreError(
             f"Cannot write {summary}: {e.strerror}. The results store keeps every result."

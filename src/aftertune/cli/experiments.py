@@ -138,6 +138,7 @@ def _run_and_report(spec: ExperimentSpec, base_dir: Path, run_dir: Path) -> None
 
 
 def _write_reports(experiment: Experiment) -> ExperimentSummary:
+    from aftertune.atomic import write_text
     from aftertune.report.html import write_html_report
     from aftertune.report.terminal import experiment_tables
     from aftertune.store import ResultsStore
@@ -149,7 +150,7 @@ def _write_reports(experiment: Experiment) -> ExperimentSummary:
         console.print(table)
     json_path = experiment.run_dir / "summary.json"
     try:
-        json_path.write_text(summary.to_json())
+        write_text(json_path, summary.to_json())
         html_path = write_html_report(summary, experiment.run_dir / "report.html")
     except OSError as e:
         raise StoreError(f"Cannot write the report into {experiment.run_dir}: {e.strerror}.") from e

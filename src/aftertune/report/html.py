@@ -8,14 +8,13 @@ the escaping up, should a browser ever be talked into reading markup in the data
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from html import escape
 from importlib import resources
 from pathlib import Path
 
 from aftertune import __version__
+from aftertune.atomic import write_text
 from aftertune.evals.suite import Example, MetricResult
 from aftertune.report import plots
 from aftertune.report.format import (
@@ -410,16 +409,4 @@ def write_page(text: str, path: Path) -> Path:
     """Write a page to `path` atomically (a temp file beside it, then a rename), readable by all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file private (0600); a report is meant to be shared and opened by a browser
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, text)

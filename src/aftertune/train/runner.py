@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 from transformers import TrainerCallback
 
+from aftertune.atomic import write_text
 from aftertune.data.training import TrainingData, TrainingExample, load_training_data
 from aftertune.errors import InputError
 from aftertune.evals.suite import Eval, run_suite
@@ -327,7 +328,7 @@ def _train_stage_quietly(
     if any(s.step == step_offset + steps for s in tracked_steps(store, label)):
         set_checkpoint(store, label, step_offset + steps, str(final))
     # Written last: its presence marks the stage finished.
-    (folder / "stage.json").write_text(json.dumps({"steps": steps, "data_note": note}) + "\n")
+    write_text(folder / "stage.json", json.dumps({"steps": steps, "data_note": note}) + "\n")
     return False, note
 
 
