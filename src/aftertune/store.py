@@ -137,14 +137,17 @@ class ResultsStore:
         except OSError as e:
             raise StoreError(f"Cannot create the run directory {self.path.parent}: {e.strerror}.") from e
         existed = self.path.exists() and self.path.stat().st_size > 0
+        db = None
         try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db = db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if existed:
+                # Before anything is written (even the journal mode): another program's file is left
+                # as it was.
+                self._check_format()
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable against a killed process (the WAL survives); only an OS crash
             # could lose the last commits.
             self._db.execute("PRAGMA synchronous=NORMAL")
-            if existed:
-                self._check_format()
             with self._transaction():
                 # Every statement is IF NOT EXISTS: a store from an earlier version gains new tables.
                 for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -154,7 +157,11 @@ class ResultsStore:
                         "INSERT OR IGNORE INTO meta VALUES (?, ?)",
                         [("format", _FORMAT), ("version", _VERSION)],
                     )
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, StoreError) as e:
+            if db is not None:
+                db.close()  # closed now, not when the error is collected: SQLite leaves no -wal beside it
+            if isinstance(e, StoreError):
+                raise
             raise StoreError(
                 f"{self.path} is not an aftertune results store ({e}). It may be corrupt or another "
                 "program's file: move it away or choose another --out directory. Nothing was changed."
@@ -170,12 +177,22 @@ class ResultsStore:
             ) from e
         if rows.get("format") != _FORMAT:
             raise StoreError(
-                f"{self.path} is not an aftertune results store (format {rows.get('format')!r})."
+                f"{self.path} is not an aftertune results store (format {rows.get('format')!r}). Choose "
+                "another --out directory or move the file away. Nothing was changed."
             )
         if rows.get("version") != _VERSION:
             raise StoreError(
                 f"{self.path} was written by a store format version {rows.get('version')}, this aftertune "
                 f"reads version {_VERSION}. Use the aftertune version that wrote it or another --out."
+            )
+        # A damaged page (a truncated copy, a disk error) would otherwise surface mid-run as
+        # "database disk image is malformed"; SQLite's structural check reads ~500 MB/s.
+        problems = [str(row[0]) for row in self._db.execute("PRAGMA quick_check(3)").fetchall()]
+        if problems != ["ok"]:
+            raise StoreError(
+                f"{self.path} is damaged (SQLite's check: {'; '.join(problems)}). Move it away and run "
+                "the command again (everything is recomputed), or choose another --out directory. "
+                "Nothing was changed."
             )
 
     def close(self) -> None:
