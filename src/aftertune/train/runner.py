@@ -421,6 +421,7 @@ def check_run_dir(spec: ExperimentSpec, base_dir: Path, run_dir: Path) -> None:
     """A run directory holds one experiment: a re-run must bring the same spec (it then resumes)."""
     path = run_dir / SPEC_FILE
     current = spec.model_dump(mode="json")
+    ResultsStore(run_dir).close()  # a foreign or damaged store is refused before anything is written
     if path.is_file():
         if _saved_spec(path) != current:
             raise InputError(
@@ -436,7 +437,7 @@ def check_run_dir(spec: ExperimentSpec, base_dir: Path, run_dir: Path) -> None:
 
 def _saved_spec(path: Path) -> Any:
     """The spec a run directory holds, fields added to aftertune since filled in with their defaults."""
-    saved = json.loads(path.read_text()).get("spec")
+    saved = _read_spec_file(path)["spec"]
     try:
         return ExperimentSpec.model_validate(saved).model_dump(mode="json")
     except ValidationError:
@@ -451,6 +452,28 @@ def load_experiment(run_dir: Path) -> Experiment:
             f"{run_dir} holds no {SPEC_FILE}, so it is not a directory written by `aftertune run`. "
             "Give the --out directory of a run (default aftertune_runs/<experiment name>)."
         )
-    saved = json.loads(path.read_text())
-    spec = ExperimentSpec.model_validate(saved["spec"])
+    saved = _read_spec_file(path)
+    try:
+        spec = ExperimentSpec.model_validate(saved["spec"])
+    except ValidationError as e:
+        raise InputError(
+            f"{path} holds a spec this aftertune cannot read ({e.error_count()} problems, the first: "
+            f"{e.errors()[0]['msg']}). Use the aftertune version that wrote it, or run the spec file "
+            "again with `aftertune run SPEC --out NEW_DIR`."
+        ) from e
     return prepare_experiment(spec, Path(saved["base_dir"]), run_dir)
+
+
+def _read_spec_file(path: Path) -> dict[str, Any]:
+    """The saved {"spec", "base_dir"} of a run directory; an unreadable or foreign file is an InputError."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = None  # unreadable, or torn by hand: it was written whole (temp file + rename)
+    if not isinstance(saved, dict) or not isinstance(saved.get("spec"), dict) or "base_dir" not in saved:
+        raise InputError(
+            f"{path} is not an experiment file written by `aftertune run` (damaged, or another "
+            "program's). Move it away and run `aftertune run SPEC --out DIR` again to resume this "
+            "directory with that spec, or choose another --out directory."
+        )
+    return saved
