@@ -185,3 +185,24 @@ def test_an_experiment_file_of_an_unknown_spec_is_named_with_the_fix(tmp_path: P
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_eval_and_run_do_not_write_into_each_others_run_directories(tmp_path: Path) -> None:
+    experiment = tmp_path / "experiment"
+    experiment.mkdir()
+    (experiment / "experiment.json").write_text('{"spec": {}, "base_dir": "."}')
+    (experiment / "summary.json").write_text('{"name": "the experiment"}')
+    result = runner.invoke(app, ["eval", "embedded", "--out", str(experiment), "--max-new-tokens", "4"])
+    assert result.exit_code == 2, result.output
+    one_paragraph_error(result.output, experiment)
+    assert "would overwrite its summary.json" in result.output
+    assert json.loads((experiment / "summary.json").read_text()) == {"name": "the experiment"}
+    assert sorted(p.name for p in experiment.iterdir()) == ["experiment.json", "summary.json"]
+
+    evaluated = tmp_path / "eval"
+    evaluated.mkdir()
+    (evaluated / "config.json").write_text('{"model": "embedded"}')
+    result = runner.invoke(app, ["run", str(_write(tmp_path / "spec.yaml", SPEC)), "--out", str(evaluated)])
+    assert result.exit_code == 2, result.output
+    one_paragraph_error(result.output, evaluated)
+    assert sorted(p.name for p in evaluated.iterdir()) == ["config.json"]

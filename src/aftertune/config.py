@@ -130,6 +130,21 @@ def write_config(config: BaseModel, run_dir: Path) -> Path:
     return path
 
 
+#: where `aftertune run` keeps the spec of the experiment in its run directory
+EXPERIMENT_FILE = "experiment.json"
+
+
+def check_eval_run_dir(run_dir: Path) -> None:
+    """An eval writes its own summary.json and samples: never into an experiment's run directory,
+    whose summary.json and report it would overwrite."""
+    if (run_dir / EXPERIMENT_FILE).is_file():
+        raise InputError(
+            f"{run_dir} is the run directory of an experiment (it holds {run_dir / EXPERIMENT_FILE}); an "
+            "eval there would overwrite its summary.json. Choose another --out directory (`aftertune "
+            "sweep` evaluates an experiment's checkpoints)."
+        )
+
+
 def slug(text: str) -> str:
     """A file-name-safe version of a model name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "model"

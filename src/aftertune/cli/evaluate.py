@@ -11,7 +11,13 @@ import typer
 
 from aftertune.atomic import write_text
 from aftertune.cli.common import app, console, progress_bars, status, user_errors
-from aftertune.config import EvalConfig, JudgeConfig, resolve_config, write_config
+from aftertune.config import (
+    EvalConfig,
+    JudgeConfig,
+    check_eval_run_dir,
+    resolve_config,
+    write_config,
+)
 from aftertune.errors import InputError, StoreError
 
 
@@ -28,6 +34,7 @@ def _run_suite_eval(config: EvalConfig) -> None:
         raise InputError("--questions belongs to the free-form eval; with --suite, put it in the suite file.")
     evals = build_suite(load_suite(config.suite, Path.cwd(), "--suite"), base_dir=Path.cwd())
     run_dir = config.run_dir()
+    check_eval_run_dir(run_dir)
     store = ResultsStore(run_dir)
     write_config(config, run_dir)
     with status(f"loading model '{config.model}'"):
@@ -144,6 +151,7 @@ def _run_eval(config: EvalConfig) -> None:
     questions = load_questions(config.questions) if config.questions else builtin_questions()
     check_questions(questions)
     run_dir = config.run_dir()
+    check_eval_run_dir(run_dir)
     store = ResultsStore(run_dir)
     write_config(config, run_dir)
     with status(f"loading judge '{config.judge}'"):

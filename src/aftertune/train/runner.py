@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from transformers import TrainerCallback
 
 from aftertune.atomic import write_text
+from aftertune.config import CONFIG_FILE, EXPERIMENT_FILE
 from aftertune.data.training import TrainingData, TrainingExample, load_training_data
 from aftertune.errors import InputError
 from aftertune.evals.suite import Eval, run_suite
@@ -42,7 +43,7 @@ from aftertune.train.records import ensure_tables, run_status, set_checkpoint, s
 from aftertune.train.spec import BUILTIN_PREFIX, BUILTIN_SIZE, DataSource, ExperimentSpec, Stage
 from aftertune.train.tracking import BASE_LABEL, TrackingCallback
 
-SPEC_FILE = "experiment.json"
+SPEC_FILE = EXPERIMENT_FILE
 #: Seed of the held-out split: the same examples are held out for every training seed, so the
 #: task loss of different seeds is measured on the same items.
 HOLDOUT_SEED = 0
@@ -421,6 +422,12 @@ def check_run_dir(spec: ExperimentSpec, base_dir: Path, run_dir: Path) -> None:
     """A run directory holds one experiment: a re-run must bring the same spec (it then resumes)."""
     path = run_dir / SPEC_FILE
     current = spec.model_dump(mode="json")
+    if not path.is_file() and (run_dir / CONFIG_FILE).is_file():
+        raise InputError(
+            f"{run_dir} holds the results of another command (its {CONFIG_FILE} is that of `aftertune "
+            "eval`, `judge` or `audit`), whose summary an experiment would overwrite. Choose another "
+            "--out directory."
+        )
     ResultsStore(run_dir).close()  # a foreign or damaged store is refused before anything is written
     if path.is_file():
         if _saved_spec(path) != current:
