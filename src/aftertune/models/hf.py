@@ -18,7 +18,7 @@ from aftertune.models.fingerprint import (
     folder_digest,
     tensors_digest,
 )
-from aftertune.models.prompts import PLAIN_FORMAT_STOPS, has_chat_template, render_prompt
+from aftertune.models.prompts import PLAIN_FORMAT_STOPS, encode_pair, has_chat_template, render_prompt
 from aftertune.models.protocol import (
     Completion,
     GenerationRequest,
@@ -453,21 +453,7 @@ class HFModel:
             results[i] += float(logprobs[row, positions, targets].sum())
 
     def _encode_pair(self, context: Prompt, continuation: str) -> tuple[list[int], list[int]]:
-        """Tokens of context and continuation, split as lm-evaluation-harness does: encode the whole
-        string and take the continuation as what follows the context's tokens, with trailing spaces of
-        the context moved to the continuation. Chat contexts are rendered with the chat template."""
-        if not continuation:
-            raise InputError("loglikelihood needs a non-empty continuation.")
-        text, special = render_prompt(self.tokenizer, context)
-        spaces = len(text) - len(text.rstrip(" "))
-        if spaces:
-            text, continuation = text[:-spaces], text[-spaces:] + continuation
-        whole = self.tokenizer(text + continuation, add_special_tokens=not special)["input_ids"]
-        ctx = self.tokenizer(text, add_special_tokens=not special)["input_ids"]
-        if not ctx:  # an empty context still needs one token to predict from
-            start = self.tokenizer.bos_token_id or self.tokenizer.eos_token_id
-            return [start], whole
-        return ctx, whole[len(ctx) :]
+        return encode_pair(self.tokenizer, context, continuation)
 
     def describe(self) -> dict[str, Any]:
         """What was loaded, for the run's resolved config."""

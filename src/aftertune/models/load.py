@@ -5,6 +5,7 @@ embedded                          the embedded SmolLM2-135M-Instruct (the defaul
 org/name                          a Hugging Face hub id, downloaded once (hf backend)
 http://host:port/v1/MODEL         an OpenAI-compatible endpoint (openai backend)
 openai:MODEL                      the OpenAI API, or $OPENAI_BASE_URL when set
+vllm:FOLDER_OR_HUB_ID             a Hugging Face model served by vLLM's offline engine (GPU)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def load_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     concurrency: int = 8,
+    tensor_parallel_size: int = 1,
 ) -> Model:
     """Load the model `spec` names (see the module docstring). Local and hub models load from
     safetensors with no code of their own unless `allow_pickle` / `trust_remote_code` opt in."""
@@ -52,6 +54,23 @@ def load_model(
         endpoint = OpenAIModel(base_url, name, concurrency=concurrency)
         endpoint.check()  # a wrong URL or model name fails here, in seconds, before any work
         return endpoint
+    if spec.startswith("vllm:"):
+        from aftertune.models.vllm_engine import VLLMModel
+
+        folder, name = resolve_hf_folder(
+            spec.removeprefix("vllm:"), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+        )
+        served = VLLMModel(
+            folder,
+            name=name,
+            dtype=dtype,
+            tensor_parallel_size=tensor_parallel_size,
+            trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle,
+        )
+        if adapter is not None:
+            served.load_adapter(adapter)
+        return served
     folder, name = resolve_hf_folder(spec, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     model = HFModel(
         folder,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aftertune.errors import InputError
 from aftertune.models.protocol import Message, Prompt
 
 #: Stop strings added when the plain format is used, so a base model does not invent the next turn.
@@ -51,3 +52,21 @@ def render_prompt(tokenizer: Any, prompt: Prompt) -> tuple[str, bool]:
         )
         return str(text), True
     return render_plain(prompt), False
+
+
+def encode_pair(tokenizer: Any, context: Prompt, continuation: str) -> tuple[list[int], list[int]]:
+    """Tokens of context and continuation, split as lm-evaluation-harness does: encode the whole
+    string and take the continuation as what follows the context's tokens, with trailing spaces of
+    the context moved to the continuation. Chat contexts are rendered with the chat template."""
+    if not continuation:
+        raise InputError("loglikelihood needs a non-empty continuation.")
+    text, special = render_prompt(tokenizer, context)
+    spaces = len(text) - len(text.rstrip(" "))
+    if spaces:
+        text, continuation = text[:-spaces], text[-spaces:] + continuation
+    whole = tokenizer(text + continuation, add_special_tokens=not special)["input_ids"]
+    ctx = tokenizer(text, add_special_tokens=not special)["input_ids"]
+    if not ctx:  # an empty context still needs one token to predict from
+        start = tokenizer.bos_token_id or tokenizer.eos_token_id
+        return [start], whole
+    return ctx, whole[len(ctx) :]
