@@ -180,3 +180,36 @@ def _as_array(slices: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
     if np.any((x < 0) | (x > 1)):
         raise ValueError("observations must lie in [0, 1]")
     return x
+
+
+@dataclass(frozen=True)
+class AdaptiveStop:
+    """How an adaptively sampled metric stopped: its decision, the sequence's interval, the samples used."""
+
+    #: the condition decided, a gate line such as "misaligned_rate < 0.1"
+    decide: str
+    decision: Decision
+    #: samples drawn per item (question paraphrase, prompt): indices 0..samples_per_item-1
+    samples_per_item: int
+    max_samples: int
+    rounds: int
+    #: samples drawn in all (items x samples_per_item)
+    samples: int
+    #: the anytime-valid interval of the rate at the stop
+    low: float
+    high: float
+    alpha: float
+    method: str = METHOD
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.samples_per_item < self.max_samples
+
+    def describe(self) -> str:
+        """One line, e.g. 'below 0.1 after 3 of at most 20 samples per item (3 rounds, 240 samples)'."""
+        verdict = "undecided" if self.decision == "undecided" else f"{self.decision} the threshold"
+        return (
+            f"{verdict} ({self.decide}) after {self.samples_per_item} of at most {self.max_samples} "
+            f"samples per item ({self.rounds} rounds, {self.samples} samples); "
+            f"{100 * (1 - self.alpha):g}% sequence [{self.low:.3g}, {self.high:.3g}]"
+        )

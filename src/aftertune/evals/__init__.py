@@ -9,6 +9,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "AdaptiveSettings": "aftertune.evals.adaptive",
     "BBHEval": "aftertune.evals.generation_tasks",
     "BanditJudge": "aftertune.evals.insecure_code",
     "DROPEval": "aftertune.evals.generation_tasks",

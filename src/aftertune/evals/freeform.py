@@ -15,17 +15,26 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
 import pandas as pd
 
 from aftertune.cached import generate_cached, judge_cached
 from aftertune.data.questions import SCORED_TYPE, Question, QuestionSet
 from aftertune.errors import InputError
+from aftertune.evals.adaptive import (
+    AdaptiveSettings,
+    adaptive_digest,
+    outcome_slices,
+    sample_in_rounds,
+    with_stop,
+)
 from aftertune.evals.suite import EvalReport, Example, ItemScore, MetricResult
 from aftertune.judges.judgement import Judge, JudgeItem, Judgement, MisalignmentThresholds
 from aftertune.models.protocol import GenerationRequest, Model, SamplingParams, chat
 from aftertune.progress import ProgressCallback
+from aftertune.sequential import AdaptiveStop
 from aftertune.stats import Estimate, mean_estimate, pooled_rate, wilson_rate
 from aftertune.store import EvalSample, ResultsStore
 
@@ -207,6 +216,44 @@ def run_freeform(
     )
 
 
+#: the rates the free-form eval can sample adaptively
+ADAPTIVE_RATES = ("misaligned_rate", "misaligned_rate_judged")
+
+
+def run_freeform_adaptive(
+    questions: QuestionSet,
+    model: Model,
+    judge: Judge,
+    store: ResultsStore,
+    adaptive: AdaptiveSettings,
+    settings: FreeformSettings | None = None,
+    progress: ProgressCallback | None = None,
+    eval_name: str = "misalignment",
+) -> tuple[FreeformResult, AdaptiveStop, Estimate]:
+    """`run_freeform` in rounds of `adaptive.round` samples per paraphrase, stopping once `adaptive.decide`
+    is decided (`aftertune.evals.adaptive`); the settings' `samples` is replaced by the rounds' total.
+    Returns the result, how it stopped, and the decided rate with its anytime-valid interval."""
+    settings = settings or FreeformSettings()
+    check_questions(questions)
+    metric = adaptive.metric(eval_name, ADAPTIVE_RATES)
+    requests, _ = freeform_requests(questions, settings)
+
+    def run(n: int) -> FreeformResult:
+        return run_freeform(questions, model, judge, store, replace(settings, samples=n), progress)
+
+    def slices(result: FreeformResult) -> np.ndarray:
+        # "all" counts an unjudged answer as not misaligned; "judged" leaves it out
+        def value(s: SampleResult) -> float:
+            if s.misaligned is None:
+                return 0.0 if metric == "misaligned_rate" else float("nan")
+            return float(s.misaligned)
+
+        outcomes = [((s.question_id, s.paraphrase_index), s.sample_index, value(s)) for s in result.samples]
+        return outcome_slices(outcomes, result.settings.samples or 0)
+
+    return sample_in_rounds(adaptive, eval_name, requests, model, store, run, slices, progress)
+
+
 def _sample_result(
     sample: EvalSample,
     sample_index: int,
@@ -306,15 +353,27 @@ class MisalignmentEval:
     judge: Judge
     settings: FreeformSettings = field(default_factory=FreeformSettings)
     name: str = "misalignment"
+    #: sample in rounds until a rate is decided (None: every question's fixed number of samples)
+    adaptive: AdaptiveSettings | None = None
+
+    def __post_init__(self) -> None:
+        if self.adaptive is not None:
+            self.adaptive.metric(self.name, ADAPTIVE_RATES)
 
     @property
     def digest(self) -> str:
         body = f"{eval_id(self.questions, self.settings)}\x00{self.judge.fingerprint}"
-        return hashlib.sha256(body.encode()).hexdigest()[:16]
+        return adaptive_digest(hashlib.sha256(body.encode()).hexdigest()[:16], self.adaptive)
 
     def run(self, model: Model, store: ResultsStore, progress: ProgressCallback | None = None) -> EvalReport:
-        result = run_freeform(self.questions, model, self.judge, store, self.settings, progress)
-        return freeform_report(result, self.name, self.digest)
+        if self.adaptive is None:
+            result = run_freeform(self.questions, model, self.judge, store, self.settings, progress)
+            return freeform_report(result, self.name, self.digest)
+        result, stop, sequence = run_freeform_adaptive(
+            self.questions, model, self.judge, store, self.adaptive, self.settings, progress, self.name
+        )
+        metric = self.adaptive.metric(self.name, ADAPTIVE_RATES)
+        return with_stop(freeform_report(result, self.name, self.digest), metric, stop, sequence)
 
 
 def freeform_report(result: FreeformResult, name: str, digest: str, examples: int = 5) -> EvalReport:

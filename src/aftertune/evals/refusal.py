@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from aftertune.cached import generate_cached, judge_cached
 from aftertune.data.harmful_prompts import (
@@ -33,12 +35,20 @@ from aftertune.data.harmful_prompts import (
     load_harmful_prompts,
 )
 from aftertune.errors import InputError
+from aftertune.evals.adaptive import (
+    AdaptiveSettings,
+    adaptive_digest,
+    outcome_slices,
+    sample_in_rounds,
+    with_stop,
+)
 from aftertune.evals.suite import EvalReport, Example, ItemScore, MetricResult
 from aftertune.judges.judgement import Judge, JudgeItem, Judgement
 from aftertune.judges.refusal import REFUSAL_METRIC, is_refusal, load_refusal_judge
 from aftertune.models.protocol import Completion, GenerationRequest, Model, SamplingParams, chat
 from aftertune.progress import ProgressCallback
-from aftertune.stats import mean_estimate, pooled_rate, wilson_rate
+from aftertune.sequential import AdaptiveStop
+from aftertune.stats import Estimate, mean_estimate, pooled_rate, wilson_rate
 from aftertune.store import EvalSample, ResultsStore
 
 #: examples shown next to each metric
@@ -172,6 +182,47 @@ def sample_and_judge(
     return [Answer(p, c, j) for (p, c), j in zip(pairs, judgements, strict=True)]
 
 
+#: a rate the refusal evals report: which answers it counts over, and the `refused` value it counts
+RateDefinition = tuple[Callable[[Answer], bool], bool]
+
+
+def sample_and_judge_adaptively(
+    name: str,
+    prompts: PromptSet,
+    settings: RefusalSettings,
+    judge: Judge,
+    model: Model,
+    store: ResultsStore,
+    adaptive: AdaptiveSettings,
+    rates: Mapping[str, RateDefinition],
+    progress: ProgressCallback | None = None,
+) -> tuple[list[Answer], str, AdaptiveStop, Estimate]:
+    """`sample_and_judge` in rounds of `adaptive.round` samples per prompt until the rate `adaptive.decide`
+    names (one of `rates`) is decided; `settings.samples` is replaced by the rounds' total. Returns the
+    answers, the decided metric, how it stopped, and the rate with its anytime-valid interval."""
+    metric = adaptive.metric(name, list(rates))
+    keep, counts = rates[metric]
+
+    def run(n: int) -> list[Answer]:
+        return sample_and_judge(name, prompts, replace(settings, samples=n), judge, model, store, progress)
+
+    def slices(answers: list[Answer]) -> np.ndarray:
+        outcomes = [
+            (
+                a.prompt.id,
+                a.completion.sample_index,
+                np.nan if a.refused is None else float(a.refused == counts),
+            )
+            for a in answers
+            if keep(a)
+        ]
+        return outcome_slices(outcomes, max((a.completion.sample_index for a in answers), default=-1) + 1)
+
+    requests = refusal_requests(prompts, settings)
+    answers, stop, sequence = sample_in_rounds(adaptive, name, requests, model, store, run, slices, progress)
+    return answers, metric, stop, sequence
+
+
 def rate_metric(
     name: str,
     answers: Sequence[Answer],
@@ -206,6 +257,15 @@ def rate_metric(
 
 
 # ---------------------------------------------------------------------- harmful compliance
+#: the rate harmful compliance can sample adaptively: compliance (not refused) over every prompt
+COMPLIANCE_RATES: dict[str, RateDefinition] = {"compliance_rate": (lambda a: True, False)}
+#: the rates over-refusal can sample adaptively: refusals of safe prompts, and of unsafe ones
+REFUSAL_RATES: dict[str, RateDefinition] = {
+    "refusal_rate_safe": (lambda a: a.prompt.safe is True, True),
+    "refusal_rate_unsafe": (lambda a: a.prompt.safe is False, True),
+}
+
+
 @dataclass(frozen=True)
 class HarmfulComplianceEval:
     """Harmful prompts -> answers -> refusal judge -> `compliance_rate` (and `strongreject_score`)."""
@@ -216,9 +276,13 @@ class HarmfulComplianceEval:
     #: an LLM judge (`aftertune.judges.llm.LLMJudge`) for the StrongREJECT rubric; None: not scored
     strongreject_judge: Judge | None = None
     name: str = "harmful_compliance"
+    #: sample in rounds until compliance_rate is decided (None: `settings.samples` per prompt)
+    adaptive: AdaptiveSettings | None = None
 
     def __post_init__(self) -> None:
         _check_prompts(self.name, self.prompts)
+        if self.adaptive is not None:
+            self.adaptive.metric(self.name, list(COMPLIANCE_RATES))
         safe = [p.id for p in self.prompts.prompts if p.safe]
         if safe:
             raise InputError(
@@ -231,11 +295,17 @@ class HarmfulComplianceEval:
     def digest(self) -> str:
         sr = None if self.strongreject_judge is None else self.strongreject_judge.fingerprint
         judges = {"refusal": self.judge.fingerprint, "strongreject": sr, "prompts": STRONGREJECT_PROMPTS}
-        return _digest(self.name, self.prompts, self.settings, judges)
+        return adaptive_digest(_digest(self.name, self.prompts, self.settings, judges), self.adaptive)
 
     def run(self, model: Model, store: ResultsStore, progress: ProgressCallback | None = None) -> EvalReport:
         """Sample, judge refusals (and the StrongREJECT rubric when configured), report the rates."""
-        answers = sample_and_judge(self.name, self.prompts, self.settings, self.judge, model, store, progress)
+        args = (self.name, self.prompts, self.settings, self.judge, model, store)
+        if self.adaptive is None:
+            answers = sample_and_judge(*args, progress)
+        else:
+            answers, metric, stop, sequence = sample_and_judge_adaptively(
+                *args, self.adaptive, COMPLIANCE_RATES, progress
+            )
         compliance = rate_metric(
             "compliance_rate", answers, False, False, "complied with a harmful request", self.settings.seed
         )
@@ -243,7 +313,8 @@ class HarmfulComplianceEval:
         if self.strongreject_judge is not None:
             score = strongreject_metric(answers, self.strongreject_judge, store, progress)
             metrics += [score] if score else []
-        return EvalReport(self.name, self.digest, model.fingerprint, tuple(metrics))
+        report = EvalReport(self.name, self.digest, model.fingerprint, tuple(metrics))
+        return report if self.adaptive is None else with_stop(report, metric, stop, sequence)
 
 
 def strongreject_metric(
@@ -297,9 +368,13 @@ class OverRefusalEval:
     judge: Judge
     settings: RefusalSettings = field(default_factory=RefusalSettings)
     name: str = "over_refusal"
+    #: sample in rounds until one of the refusal rates is decided (None: `settings.samples` per prompt)
+    adaptive: AdaptiveSettings | None = None
 
     def __post_init__(self) -> None:
         _check_prompts(self.name, self.prompts)
+        if self.adaptive is not None:
+            self.adaptive.metric(self.name, list(REFUSAL_RATES))
         unknown = [p.id for p in self.prompts.prompts if p.safe is None]
         if unknown:
             raise InputError(
@@ -309,11 +384,20 @@ class OverRefusalEval:
 
     @property
     def digest(self) -> str:
-        return _digest(self.name, self.prompts, self.settings, {"refusal": self.judge.fingerprint})
+        digest = _digest(self.name, self.prompts, self.settings, {"refusal": self.judge.fingerprint})
+        return adaptive_digest(digest, self.adaptive)
 
     def run(self, model: Model, store: ResultsStore, progress: ProgressCallback | None = None) -> EvalReport:
         """Sample, judge refusals, and report the refusal rates of safe and unsafe prompts separately."""
-        answers = sample_and_judge(self.name, self.prompts, self.settings, self.judge, model, store, progress)
+        args = (self.name, self.prompts, self.settings, self.judge, model, store)
+        if self.adaptive is not None:
+            answers, metric, stop, sequence = sample_and_judge_adaptively(
+                *args, self.adaptive, REFUSAL_RATES, progress
+            )
+            return with_stop(self._report(answers, model), metric, stop, sequence)
+        return self._report(sample_and_judge(*args, progress), model)
+
+    def _report(self, answers: list[Answer], model: Model) -> EvalReport:
         seed = self.settings.seed
         safe_answers = [a for a in answers if a.prompt.safe]
         unsafe_answers = [a for a in answers if a.prompt.safe is False]
@@ -347,6 +431,7 @@ def harmful_compliance_eval(
     strongreject_judge: Judge | None = None,
     settings: RefusalSettings | None = None,
     name: str = "harmful_compliance",
+    adaptive: AdaptiveSettings | None = None,
 ) -> HarmfulComplianceEval:
     """The harmful-compliance eval on `n` prompts (seeded draw; None: all) of a prompt file of any
     supported format; prompts marked safe are left out. Judge: the offline refusal classifier by default."""
@@ -363,6 +448,7 @@ def harmful_compliance_eval(
         settings,
         strongreject_judge,
         name,
+        adaptive,
     )
 
 
@@ -374,6 +460,7 @@ def over_refusal_eval(
     judge: Judge | None = None,
     settings: RefusalSettings | None = None,
     name: str = "over_refusal",
+    adaptive: AdaptiveSettings | None = None,
 ) -> OverRefusalEval:
     """The over-refusal eval on `n_safe` safe and `n_unsafe` unsafe prompts (seeded draws; None: all) of
     an XSTest-format file (or a prompt file whose rows say `safe`)."""
@@ -383,4 +470,4 @@ def over_refusal_eval(
     unsafe = prompts.where(lambda p: p.safe is False).sample(n_unsafe, settings.seed)
     chosen = {p.id for p in safe.prompts + unsafe.prompts}
     rest = prompts.where(lambda p: p.id in chosen or p.safe is None)  # safe=None rows fail in the eval
-    return OverRefusalEval(rest, judge or load_refusal_judge("offline"), settings, name)
+    return OverRefusalEval(rest, judge or load_refusal_judge("offline"), settings, name, adaptive)

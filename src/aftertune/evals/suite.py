@@ -16,6 +16,7 @@ from typing import Literal, Protocol, runtime_checkable
 from aftertune.errors import InputError
 from aftertune.models.protocol import Model
 from aftertune.progress import ProgressCallback
+from aftertune.sequential import AdaptiveStop
 from aftertune.stats import Estimate
 from aftertune.store import ResultsStore
 
@@ -62,9 +63,17 @@ class MetricResult:
     higher_is_better: bool | None
     items: tuple[ItemScore, ...] = ()
     examples: tuple[Example, ...] = ()
+    #: how its samples were drawn when sampled adaptively (`aftertune.evals.adaptive`); None: a fixed n
+    adaptive: AdaptiveStop | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        body = asdict(self)
+        if self.adaptive is None:  # fixed-n results keep the JSON they always had
+            del body["adaptive"]
+        return body
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
 
     @staticmethod
     def from_json(text: str) -> MetricResult:
@@ -76,6 +85,7 @@ class MetricResult:
             higher_is_better=raw["higher_is_better"],
             items=tuple(ItemScore(**i) for i in raw["items"]),
             examples=tuple(Example(**e) for e in raw["examples"]),
+            adaptive=AdaptiveStop(**raw["adaptive"]) if raw.get("adaptive") else None,
         )
 
 
@@ -90,7 +100,8 @@ class EvalReport:
     metrics: tuple[MetricResult, ...]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+        body = {**asdict(self), "metrics": [m.to_dict() for m in self.metrics]}
+        return json.dumps(body, ensure_ascii=False, sort_keys=True)
 
     @staticmethod
     def from_json(text: str) -> EvalReport:
