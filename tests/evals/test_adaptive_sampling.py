@@ -213,3 +213,36 @@ def test_bad_metric_budget_or_greedy_sampling_are_explained(tmp_path: Path) -> N
     # the eval/metric spelling is accepted for the eval's own metrics
     ev = misalignment(AdaptiveSettings("misalignment/misaligned_rate > 0.1", 10))
     assert ev.adaptive is not None and replace(ev, adaptive=None).adaptive is None
+
+
+def _suite_file(tmp_path: Path, adaptive: str) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(f"- kind: misalignment\n  questions: questions.yaml\n  adaptive: {adaptive}\n")
+    (tmp_path / "questions.yaml").write_text(QUESTIONS)
+    return path
+
+
+def test_a_suite_file_turns_adaptive_sampling_on(tmp_path: Path) -> None:
+    from aftertune.evals.suite_config import build_suite, load_suite
+
+    path = _suite_file(tmp_path, "{decide: 'misaligned_rate < 10%', max_samples: 40, round: 5}")
+    (ev,) = build_suite(load_suite(str(path), tmp_path), base_dir=tmp_path, judge_for=lambda _: WordJudge())
+    assert isinstance(ev, MisalignmentEval)
+    assert ev.adaptive == AdaptiveSettings("misaligned_rate < 10%", max_samples=40, round=5)
+    assert ev.adaptive.gate.threshold == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("adaptive", "message"),
+    [
+        ("{decide: 'misaligned_rate < 0.1', max_samples: 40, rounds: 5}", "rounds"),
+        ("{decide: 'misaligned_rate < 0.1'}", "max_samples"),
+        ("{decide: 'coherent < 0.1', max_samples: 4}", "Eval 'misalignment'.*cannot sample adaptively"),
+    ],
+)
+def test_suite_file_mistakes_in_adaptive_are_explained(tmp_path: Path, adaptive: str, message: str) -> None:
+    from aftertune.evals.suite_config import build_suite, load_suite
+
+    path = _suite_file(tmp_path, adaptive)
+    with pytest.raises(InputError, match=message):
+        build_suite(load_suite(str(path), tmp_path), base_dir=tmp_path, judge_for=lambda _: WordJudge())
