@@ -246,3 +246,21 @@ def test_suite_file_mistakes_in_adaptive_are_explained(tmp_path: Path, adaptive:
     path = _suite_file(tmp_path, adaptive)
     with pytest.raises(InputError, match=message):
         build_suite(load_suite(str(path), tmp_path), base_dir=tmp_path, judge_for=lambda _: WordJudge())
+
+
+def test_the_terminal_table_says_how_sampling_stopped(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from aftertune.report.terminal import suite_table
+
+    adaptive = AdaptiveSettings("misaligned_rate > 0.1", max_samples=50, round=2)
+    with ResultsStore(tmp_path) as store:
+        result = run_suite([misalignment(adaptive)], CoinModel(0.5), store)
+        fixed = run_suite([misalignment(None)], CoinModel(0.5), store)
+    console = Console(record=True, width=400)
+    console.print(suite_table(result, "adaptive"))
+    text = console.export_text()
+    n = result.metric("misaligned_rate").adaptive.samples_per_item  # type: ignore[union-attr]
+    assert f"above the threshold (misaligned_rate > 0.1) after {n} of at most 50 samples per item" in text
+    console.print(suite_table(fixed, "fixed"))
+    assert "adaptive stop" not in console.export_text()

@@ -63,6 +63,8 @@ def _run_suite_eval(config: EvalConfig) -> None:
         "suite": config.suite,
         "judges": judges,
         "metrics": {name: asdict(m.estimate) for name, m in result.metrics.items()},
+        # how adaptively sampled metrics stopped (decision, samples per item, rounds)
+        "adaptive": {name: asdict(m.adaptive) for name, m in result.metrics.items() if m.adaptive},
     }
     _write_summary(run_dir / "summary.json", body)
 

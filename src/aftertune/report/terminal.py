@@ -231,21 +231,25 @@ def _estimate(checkpoint: CheckpointResult | None, metric: str) -> Estimate | No
 def suite_table(result: SuiteResult, title: str, judges: dict[str, str] | None = None) -> Table:
     """Every metric of one model on a suite: value with its 95% interval, n and the method."""
     table = Table(title=title, box=box.SIMPLE_HEAD, caption_justify="left")
-    for name, justify in (
-        ("metric", "left"),
-        ("value [95% CI]", "right"),
-        ("n", "right"),
-        ("method", "left"),
-    ):
+    adaptive = any(m.adaptive is not None for m in result.metrics.values())
+    columns = [("metric", "left"), ("value [95% CI]", "right"), ("n", "right"), ("method", "left")]
+    for name, justify in columns + ([("adaptive stop", "left")] if adaptive else []):
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for name, metric in result.metrics.items():
+        stop = metric.adaptive
         table.add_row(
             name,
             format_estimate(metric.estimate, metric.kind),
             str(metric.estimate.n),
             metric.estimate.method,
+            *([Text(stop.describe()) if stop else ""] if adaptive else []),
         )
     notes = [f"{ev}: judge {judge}" for ev, judge in (judges or {}).items()]
+    if adaptive:
+        notes.append(
+            "adaptive stop: sampled in rounds until the rate's anytime-valid interval (shown) decided the "
+            "condition, or the budget ran out"
+        )
     table.caption = "Rates in %. " + "; ".join(notes)
     return table
 
