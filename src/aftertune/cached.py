@@ -1,6 +1,8 @@
 """Model and judge calls through the store.
 
-What is stored is read back, the rest computed in committed chunks.
+What is stored is read back, the rest computed in committed chunks. A request that fails (see
+`aftertune.failures`) neither stops the other chunks nor loses the finished results: it is recorded with
+its reason, and once every chunk was tried the call raises `IncompleteWork`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
+from functools import partial
 
+from aftertune.failures import Failure, incomplete, partial_results, settle
 from aftertune.judges.judgement import Judge, JudgeItem, Judgement
 from aftertune.models.protocol import (
     Completion,
@@ -42,9 +46,11 @@ def generate_cached(
         (i, k, generation_key(fingerprint, r, k)) for i, r in enumerate(requests) for k in r.sample_indices
     ]
     stored = store.get_generations([key for _, _, key in units])
+    settle(store, "generate", fingerprint, list(stored), [])
     results: dict[str, Completion] = dict(stored)
     missing_total = len(units) - len(stored)
     done = 0
+    failed: list[tuple[str, Failure]] = []
     report(progress, "generating", 0, missing_total)
     for start in range(0, len(units), chunk_size):
         chunk = [u for u in units[start : start + chunk_size] if u[2] not in stored]
@@ -54,13 +60,17 @@ def generate_cached(
             GenerationRequest(requests[i].prompt, _one_sample(requests[i].params), first_sample=k)
             for i, k, _ in chunk
         ]
-        completions = [c[0] for c in model.generate(single)]
+        finished, failures = partial_results(partial(model.generate, single))
+        completions = {j: c[0] for j, c in sorted(finished.items())}
         store.put_generations(
             fingerprint,
-            [(key, single[j], completions[j]) for j, (_, _, key) in enumerate(chunk)],
-            [samples[i] for i, _, _ in chunk] if samples is not None else (),
+            [(chunk[j][2], single[j], c) for j, c in completions.items()],
+            [samples[chunk[j][0]] for j in completions] if samples is not None else (),
         )
-        results.update({key: completions[j] for j, (_, _, key) in enumerate(chunk)})
+        chunk_failed = [(chunk[j][2], f) for j, f in sorted(failures.items())]
+        failed += chunk_failed
+        settle(store, "generate", fingerprint, [chunk[j][2] for j in completions], chunk_failed)
+        results.update({chunk[j][2]: c for j, c in completions.items()})
         done += len(chunk)
         report(progress, "generating", done, missing_total)
     if samples is not None and stored:
@@ -70,6 +80,9 @@ def generate_cached(
             [(key, requests[i], stored[key]) for i, _, key in units if key in stored],
             [samples[i] for i, _, key in units if key in stored],
         )
+    error = incomplete(store, "generate", len({key for _, _, key in units}), failed)
+    if error is not None:
+        raise error
     by_request: list[list[Completion]] = [[] for _ in requests]
     for i, _, key in units:
         by_request[i].append(results[key])
@@ -87,6 +100,8 @@ def judge_cached(
     fingerprint = judge.fingerprint
     keys = [judgement_key(fingerprint, it) for it in items]
     results = store.get_judgements(keys)
+    settle(store, "judge", fingerprint, list(results), [])
+    failed: list[tuple[str, Failure]] = []
     todo: dict[str, JudgeItem] = {}
     for key, item in zip(keys, items, strict=True):
         if key not in results:
@@ -95,10 +110,17 @@ def judge_cached(
     report(progress, "judging", 0, len(pending))
     for start in range(0, len(pending), chunk_size):
         chunk = pending[start : start + chunk_size]
-        judgements = judge.judge([item for _, item in chunk])
-        store.put_judgements(fingerprint, [(k, it, j) for (k, it), j in zip(chunk, judgements, strict=True)])
-        results.update({k: j for (k, _), j in zip(chunk, judgements, strict=True)})
+        judged, failures = partial_results(partial(judge.judge, [item for _, item in chunk]))
+        judged = dict(sorted(judged.items()))
+        store.put_judgements(fingerprint, [(*chunk[j], judgement) for j, judgement in judged.items()])
+        chunk_failed = [(chunk[j][0], f) for j, f in sorted(failures.items())]
+        failed += chunk_failed
+        settle(store, "judge", fingerprint, [chunk[j][0] for j in judged], chunk_failed)
+        results.update({chunk[j][0]: judgement for j, judgement in judged.items()})
         report(progress, "judging", min(start + chunk_size, len(pending)), len(pending))
+    error = incomplete(store, "judge", len(set(keys)), failed)
+    if error is not None:
+        raise error
     return [results[k] for k in keys]
 
 
@@ -138,6 +160,8 @@ def loglikelihood_cached(
         marks = ",".join("?" * len(some))
         sql = f"SELECT key, logprob FROM loglikelihoods WHERE key IN ({marks})"
         found.update({str(k): float(v) for k, v in store.query(sql, some)})
+    settle(store, "loglikelihood", fingerprint, list(found), [])
+    failed: list[tuple[str, Failure]] = []
     pending: dict[str, LoglikelihoodRequest] = {}
     for key, request in zip(keys, requests, strict=True):
         if key not in found:
@@ -148,18 +172,26 @@ def loglikelihood_cached(
     report(progress, "scoring", 0, len(todo))
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
-        values = model.loglikelihood([r for _, r in chunk])
+        values, failures = partial_results(partial(model.loglikelihood, [r for _, r in chunk]))
+        values = dict(sorted(values.items()))
         now = datetime.now(UTC).isoformat(timespec="seconds")
         with store.transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO loglikelihoods VALUES (?,?,?,?,?,?)",
                 [
-                    (k, fingerprint, prompt_to_json(r.context), r.continuation, v, now)
-                    for (k, r), v in zip(chunk, values, strict=True)
+                    (k, fingerprint, prompt_to_json(r.context), r.continuation, values[j], now)
+                    for j, (k, r) in enumerate(chunk)
+                    if j in values
                 ],
             )
-        found.update({k: v for (k, _), v in zip(chunk, values, strict=True)})
+        chunk_failed = [(chunk[j][0], f) for j, f in sorted(failures.items())]
+        failed += chunk_failed
+        settle(store, "loglikelihood", fingerprint, [chunk[j][0] for j in values], chunk_failed)
+        found.update({chunk[j][0]: v for j, v in values.items()})
         report(progress, "scoring", start + len(chunk), len(todo))
+    error = incomplete(store, "loglikelihood", len(set(keys)), failed)
+    if error is not None:
+        raise error
     return [found[k] for k in keys]
 
 

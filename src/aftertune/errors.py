@@ -22,6 +22,11 @@ class EndpointError(AftertuneError):
 
     exit_code = 3
 
+    def __init__(self, message: str, kind: str = "endpoint error") -> None:
+        super().__init__(message)
+        #: the cause in a few words ("HTTP 429", "timeout", "missing logprobs"), for counting failures
+        self.kind = kind
+
 
 class StoreError(AftertuneError):
     """The results store cannot be opened or written (corrupt, foreign, or the disk is full)."""

@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from functools import partial
 
 from aftertune.errors import InputError
+from aftertune.failures import RequestsFailed, partial_results
 from aftertune.judges.judgement import JudgeClass, JudgeItem, Judgement
 from aftertune.models.protocol import GenerationRequest, Model, SamplingParams, TokenLogprob, chat
 from aftertune.progress import ProgressCallback
@@ -42,8 +44,11 @@ class LLMJudge:
 
     def judge(self, items: Sequence[JudgeItem], progress: ProgressCallback | None = None) -> list[Judgement]:
         requests = [GenerationRequest(chat(render_judge_prompt(item)), self._params()) for item in items]
-        completions = self.model.generate(requests, progress=progress)
-        return [self._score(c[0].logprobs) for c in completions]
+        done, failed = partial_results(partial(self.model.generate, requests, progress=progress))
+        judgements = {i: self._score(c[0].logprobs) for i, c in done.items()}
+        if failed:  # the judged ones are handed back with the failures, never dropped
+            raise RequestsFailed(judgements, failed, len(items))
+        return [judgements[i] for i in range(len(items))]
 
     def check_number_tokens(self) -> None:
         """Fail early if the judge model spells numbers with several tokens (see module docstring).

@@ -1,7 +1,9 @@
 """The `openai` backend: any OpenAI-compatible HTTP endpoint (OpenAI, vLLM, llama.cpp's server, ...).
 
 One HTTP request per sample, each with its own seed, so samples are reproducible one by one whatever
-a server does with `n`. Requests run in a thread pool; transient failures are retried by tenacity.
+a server does with `n`. Requests run in a thread pool; transient failures (429, 5xx, timeouts, cut
+connections, a body that is not JSON) are retried by tenacity. A request that still fails does not stop
+the others: the batch ends with `RequestsFailed`, carrying the finished results and each failure's cause.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -25,6 +27,7 @@ from tenacity import (
 )
 
 from aftertune.errors import EndpointError, InputError
+from aftertune.failures import Failure, RequestsFailed, partial_results
 from aftertune.models.openai_responses import (
     chat_completion,
     first_choice,
@@ -83,11 +86,13 @@ def parse_endpoint(spec: str) -> tuple[str, str]:
 
 
 class _Transient(Exception):
-    """A failure worth retrying (connection error, timeout, 429, 5xx), with the server's wait if any."""
+    """A failure worth retrying (connection error, timeout, 429, 5xx, a body that is not JSON), with
+    its cause in a few words and the server's wait if any."""
 
-    def __init__(self, what: str, retry_after: float | None = None) -> None:
+    def __init__(self, what: str, retry_after: float | None = None, kind: str = "transient") -> None:
         super().__init__(what)
         self.retry_after = retry_after
+        self.kind = kind
 
 
 class OpenAIModel:
@@ -172,9 +177,18 @@ class OpenAIModel:
     ) -> list[list[Completion]]:
         owners = [i for i, r in enumerate(requests) for _ in r.sample_indices]
         jobs = [partial(self._sample, r.prompt, r.params, k) for r in requests for k in r.sample_indices]
+        done, failed = partial_results(partial(self._run, jobs, "generating", progress))
         results: list[list[Completion]] = [[] for _ in requests]
-        for i, completion in zip(owners, self._run(jobs, "generating", progress), strict=True):
-            results[i].append(completion)
+        for j in sorted(done):
+            results[owners[j]].append(done[j])
+        # A request fails with its first failed sample; its other samples are dropped with it (the
+        # cached calls send one sample per request, so there nothing finished is lost).
+        lost: dict[int, Failure] = {}
+        for j in sorted(failed):
+            lost.setdefault(owners[j], failed[j])
+        if lost:
+            finished = {i: r for i, r in enumerate(results) if i not in lost}
+            raise RequestsFailed(finished, lost, len(requests))
         return results
 
     def _sample(self, prompt: Prompt, params: SamplingParams, k: int) -> Completion:
@@ -236,7 +250,9 @@ class OpenAIModel:
         choice = first_choice(self._request("/completions", body, _LOGLIKELIHOOD_HINT), url)
         tokens, offsets, logprobs, _ = legacy_logprobs(choice, url, _LOGLIKELIHOOD_HINT, with_offsets=True)
         if not str(choice.get("text", "")).startswith(text) or not offsets or offsets[0] != 0:
-            raise EndpointError(f"{url} did not echo the prompt with its logprobs. {_LOGLIKELIHOOD_HINT}")
+            raise EndpointError(
+                f"{url} did not echo the prompt with its logprobs. {_LOGLIKELIHOOD_HINT}", "missing logprobs"
+            )
         return tokens, offsets, logprobs
 
     def _check_prompt_logprobs(self) -> None:
@@ -268,17 +284,26 @@ class OpenAIModel:
 
     # ----------------------------------------------------------------- HTTP
     def _run(self, jobs: Sequence[Callable[[], T]], stage: str, progress: ProgressCallback | None) -> list[T]:
-        """Run jobs `concurrency` at a time, results in job order; the first failure cancels the rest."""
-        results: list[T] = []
+        """Run jobs `concurrency` at a time, results in job order. A job that fails (EndpointError, after
+        its retries) does not stop the others; then `RequestsFailed` carries what finished and why each
+        other one failed. Anything else (a bug, Ctrl-C) cancels the jobs not yet started."""
+        done: dict[int, T] = {}
+        failed: dict[int, Failure] = {}
         report(progress, stage, 0, len(jobs))
         pool = ThreadPoolExecutor(max_workers=self.concurrency)
         try:
-            for result in pool.map(lambda job: job(), jobs):
-                results.append(result)
-                report(progress, stage, len(results), len(jobs))
+            futures: dict[Future[T], int] = {pool.submit(job): j for j, job in enumerate(jobs)}
+            for future in as_completed(futures):
+                try:
+                    done[futures[future]] = future.result()
+                except EndpointError as e:
+                    failed[futures[future]] = Failure.of(e)
+                report(progress, stage, len(done) + len(failed), len(jobs))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        return results
+        if failed:
+            raise RequestsFailed(done, failed, len(jobs))
+        return [done[j] for j in range(len(jobs))]
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -307,7 +332,8 @@ class OpenAIModel:
                     f"last one failed with: {e}. Check that the server is running and reachable from here "
                     f"(`curl {self.base_url}/models` should answer); if it is only slow or rate-limited, "
                     "raise the timeout or max_retries, or lower the concurrency."
-                )
+                ),
+                e.kind,
             ) from None
 
     def _wait(self, state: RetryCallState) -> float:
@@ -322,26 +348,31 @@ class OpenAIModel:
         try:
             response = self._client.request(method, url, json=body, headers=headers)
         except httpx.TimeoutException:
-            raise _Transient(f"no answer within {self.timeout:g} s") from None
+            raise _Transient(f"no answer within {self.timeout:g} s", kind="timeout") from None
+        except httpx.ConnectError as e:
+            raise _Transient(f"could not connect ({type(e).__name__}: {e})", kind="no connection") from None
         except httpx.TransportError as e:
-            raise _Transient(f"could not connect ({type(e).__name__}: {e})") from None
+            # e.g. RemoteProtocolError: the server or a proxy closed the connection mid-answer
+            raise _Transient(f"connection lost ({type(e).__name__}: {e})", kind="connection lost") from None
         status = response.status_code
         if status == 429 or status >= 500:
-            raise _Transient(f"HTTP {status}: {server_message(response)}", retry_after(response))
+            message = f"HTTP {status}: {server_message(response)}"
+            raise _Transient(message, retry_after(response), kind=f"HTTP {status}")
         if status >= 400:
             message = f"{url} refused the request with HTTP {status}: {server_message(response)}."
-            raise EndpointError(self._redact(f"{message} {self._fix_for(status, hint)}"))
+            raise EndpointError(self._redact(f"{message} {self._fix_for(status, hint)}"), f"HTTP {status}")
         try:
             data = response.json()
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            raise EndpointError(
-                self._redact(
-                    f"{url} answered HTTP {status} with something that is not a JSON object (it starts "
-                    f"{response.text[:200]!r}). Check that {self.base_url} is the base URL (usually ending "
-                    "in /v1) of an OpenAI-compatible API."
-                )
+            # Retried: a proxy or an overloaded server can garble one answer; a base URL that is not
+            # an API at all is caught before any work by `check`, which retries only once.
+            raise _Transient(
+                f"{url} answered HTTP {status} with something that is not a JSON object (it starts "
+                f"{response.text[:200]!r}); check that {self.base_url} is the base URL (usually ending "
+                "in /v1) of an OpenAI-compatible API",
+                kind="invalid JSON",
             )
         return data
 

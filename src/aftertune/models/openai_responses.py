@@ -14,7 +14,9 @@ from aftertune.models.protocol import Completion, TokenLogprob
 def first_choice(data: dict[str, Any], url: str) -> dict[str, Any]:
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise EndpointError(f"{url} answered without a 'choices' list (keys: {sorted(data)}).")
+        raise EndpointError(
+            f"{url} answered without a 'choices' list (keys: {sorted(data)}).", "malformed answer"
+        )
     return choices[0]
 
 
@@ -39,7 +41,8 @@ def _completion(
     if top and n_tokens and not logprobs:
         raise EndpointError(
             f"The endpoint {url} returned no logprobs; the LLM judge needs an endpoint that supports "
-            "top_logprobs (OpenAI, vLLM and llama.cpp's server do)."
+            "top_logprobs (OpenAI, vLLM and llama.cpp's server do).",
+            "missing logprobs",
         )
     # Servers also say "eos", "stop_sequence", "content_filter", ...: all of them end before max_tokens.
     finish = "length" if choice.get("finish_reason") == "length" else "stop"
@@ -63,7 +66,9 @@ def chat_completion(data: dict[str, Any], k: int, top: int, url: str) -> Complet
                 for t in (choice.get("logprobs") or {}).get("content") or []
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise EndpointError(f"{url} answered with malformed choices[0].logprobs ({e!r}).") from None
+            raise EndpointError(
+                f"{url} answered with malformed choices[0].logprobs ({e!r}).", "malformed logprobs"
+            ) from None
     return _completion(data, choice, message["content"] or "", k, top, logprobs, url)
 
 
@@ -89,7 +94,7 @@ def legacy_logprobs(
     """tokens, text_offset, token_logprobs and top_logprobs of a /completions choice, checked."""
     lp = choice.get("logprobs")
     if not isinstance(lp, dict):
-        raise EndpointError(f"{url} returned no logprobs. {hint}".strip())
+        raise EndpointError(f"{url} returned no logprobs. {hint}".strip(), "missing logprobs")
     try:
         tokens = [str(t) for t in lp["tokens"]]
         offsets = [int(o) for o in lp.get("text_offset") or []]
@@ -97,7 +102,7 @@ def legacy_logprobs(
         tops = [{str(t): float(v) for t, v in (top or {}).items()} for top in lp.get("top_logprobs") or []]
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise EndpointError(
-            f"{url} answered with malformed choices[0].logprobs ({e!r}). {hint}".strip()
+            f"{url} answered with malformed choices[0].logprobs ({e!r}). {hint}".strip(), "malformed logprobs"
         ) from None
     if len(values) != len(tokens) or (with_offsets and len(offsets) != len(tokens)):
         raise EndpointError(
