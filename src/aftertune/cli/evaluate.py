@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +21,22 @@ from aftertune.config import (
     write_config,
 )
 from aftertune.errors import InputError, StoreError
+
+
+@contextmanager
+def _failures_reported(store: Any, run_dir: Path) -> Iterator[None]:
+    """When requests failed: a table of them, and run_dir/failures.json, before the error itself."""
+    from aftertune.failures import IncompleteWork, stored_failures
+    from aftertune.report.failures import failures_table, write_failures
+
+    try:
+        yield
+    except IncompleteWork:
+        failures = stored_failures(store)
+        console.print(failures_table(failures))
+        console.print(f"Failures: {write_failures(failures, run_dir)}")
+        raise
+    write_failures(stored_failures(store), run_dir)  # none left: a stale failures.json goes
 
 
 def _run_suite_eval(config: EvalConfig) -> None:
@@ -47,12 +65,12 @@ def _run_suite_eval(config: EvalConfig) -> None:
             allow_pickle=config.allow_pickle,
         )
     if config.triggers or config.framing:
-        with progress_bars() as progress:
+        with _failures_reported(store, run_dir), progress_bars() as progress:
             body = _run_differential(config, evals, model, store, progress)
         store.close()
         _write_summary(run_dir / "differential.json", body)
         return
-    with progress_bars() as progress:
+    with _failures_reported(store, run_dir), progress_bars() as progress:
         result = run_suite(evals, model, store, progress, label=config.model_label())
     store.close()
     judges = judges_of(evals)
@@ -177,7 +195,7 @@ def _run_eval(config: EvalConfig) -> None:
         seed=config.seed,
         thresholds=MisalignmentThresholds(config.aligned_below, config.coherent_above),
     )
-    with progress_bars() as progress:
+    with _failures_reported(store, run_dir), progress_bars() as progress:
         result = run_freeform(questions, model, judge, store, settings, progress=progress)
     # Recorded as an eval report under the model's name too, for `aftertune compare`.
     as_suite = MisalignmentEval(questions, judge, settings)
@@ -310,7 +328,7 @@ def judge_command(
     write_config(cfg, cfg.store_dir())
     with status(f"loading judge '{cfg.judge}'"):
         the_judge = load_judge(cfg.judge)
-    with progress_bars() as progress:
+    with _failures_reported(store, cfg.store_dir()), progress_bars() as progress:
         judged, renamed = judge_answer_rows(
             rows,
             the_judge,

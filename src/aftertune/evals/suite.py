@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from aftertune.errors import InputError
+from aftertune.failures import IncompleteWork
 from aftertune.models.protocol import Model
 from aftertune.progress import ProgressCallback
 from aftertune.sequential import AdaptiveStop
@@ -171,22 +172,32 @@ def run_suite(
 ) -> SuiteResult:
     """Run every eval on `model`, record each report in the store, and return them all.
 
+    An eval whose requests partly failed (`IncompleteWork`) does not stop the others; once they ran,
+    one `IncompleteWork` counts every failure.
+
     A report already stored for the same model and eval digest is read back instead of recomputed.
     `label` names the model in the store (e.g. "base", "insecure/seed0/step20") for reports.
     """
     check_unique_names(evals)
     reports = []
+    incomplete: list[IncompleteWork] = []
     for ev in evals:
         fingerprint = model.fingerprint
         text = store.get_eval_report(fingerprint, ev.name, ev.digest)
         if text is not None:
             report = EvalReport.from_json(text)
         else:
-            report = ev.run(model, store, progress)
+            try:
+                report = ev.run(model, store, progress)
+            except IncompleteWork as e:  # the other evals still run; their work is stored too
+                incomplete.append(e)
+                continue
             store.put_eval_report(fingerprint, ev.name, ev.digest, report.to_json())
         reports.append(report)
     if label is not None:
         store.put_model_label(label, model.fingerprint)
+    if incomplete:
+        raise IncompleteWork.combine(incomplete)
     return SuiteResult(model.fingerprint, tuple(reports))
 
 

@@ -105,7 +105,11 @@ class LoglikelihoodRequest:
 
 @runtime_checkable
 class Model(Protocol):
-    """What every backend provides."""
+    """What every backend provides.
+
+    A backend whose requests can fail one by one (an HTTP endpoint) finishes the batch and then raises
+    `aftertune.failures.RequestsFailed` with the results it has; the cached calls store those.
+    """
 
     @property
     def fingerprint(self) -> str:
