@@ -172,16 +172,18 @@ def train_run(
         data = experiment.train_data[arm][index]
         done = _finished_stage(folder)
         if done is None:
-            stopped, note = _train_stage(
+            stopped, _ = _train_stage(
                 experiment, store, arm, seed, index, stage, data, previous_adapter, step_offset, progress
             )
-            notes.append(note)
             if stopped:
                 state = run_status(store, label)
                 return RunOutcome(label, "stopped_by_gate", state[1] if state else "")
             done = _finished_stage(folder)
             assert done is not None
-        step_offset += done
+        # from stage.json, so a stage finished before an interruption keeps its note too
+        steps, note = done
+        notes.append(note)
+        step_offset += steps
         previous_adapter = folder / "final"
     set_run_status(store, label, "done", detail=json.dumps({"data_notes": notes}))
     return RunOutcome(label, "done", "")
@@ -356,12 +358,13 @@ def is_complete_checkpoint(checkpoint: Path) -> bool:
     return True
 
 
-def _finished_stage(folder: Path) -> int | None:
-    """The number of steps of a finished stage, or None when it has not finished."""
+def _finished_stage(folder: Path) -> tuple[int, str] | None:
+    """(steps, data note) of a finished stage, or None when it has not finished."""
     marker = folder / "stage.json"
     if not marker.is_file():
         return None
-    return int(json.loads(marker.read_text())["steps"])
+    saved = json.loads(marker.read_text())
+    return int(saved["steps"]), str(saved.get("data_note", ""))
 
 
 class _TrainingProgress(TrainerCallback):
