@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -88,6 +89,9 @@ CREATE TABLE IF NOT EXISTS model_labels (
 );
 """
 
+
+#: table -> (its CREATE statement, column names, rows): what `new_rows` returns and `merge` takes
+StoreRows = dict[str, tuple[str, list[str], list[tuple[Any, ...]]]]
 
 _TABLES = {"generations", "judgements", "eval_samples", "eval_reports", "model_labels"}
 
@@ -360,6 +364,45 @@ class ResultsStore:
         """label -> model fingerprint."""
         return {str(a): str(b) for a, b in self._db.execute("SELECT label, model FROM model_labels")}
 
+    # ------------------------------------------------------------------ merging (distributed work)
+    def snapshot(self) -> bytes:
+        """The whole store as one SQLite file's bytes (a consistent copy, taken under a read lock)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / STORE_FILE
+            with sqlite3.connect(copy) as target:
+                self._db.backup(target)
+            target.close()
+            return copy.read_bytes()
+
+    def merge(self, rows: StoreRows) -> int:
+        """Insert rows computed elsewhere (another process's copy of this store) in one transaction.
+
+        Every row is inserted only when the store lacks it (by primary key, or for a table without
+        one, by its whole content), so a unit of work merged twice, or computed twice by a retried
+        worker, is stored exactly once. Tables the store lacks are created from the sender's schema.
+        Returns how many rows were new.
+        """
+        added = 0
+        with self._transaction() as db:
+            for name, (schema, columns, values) in rows.items():
+                db.execute(schema.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))
+                cols = ",".join(f'"{c}"' for c in columns)
+                marks = ",".join("?" * len(columns))
+                keyed = any(r[5] for r in db.execute(f'PRAGMA table_info("{name}")'))
+                before = db.total_changes
+                if keyed:
+                    db.executemany(f'INSERT OR IGNORE INTO "{name}" ({cols}) VALUES ({marks})', values)
+                else:
+                    match = " AND ".join(f'"{c}" IS ?' for c in columns)
+                    for row in values:
+                        db.execute(
+                            f'INSERT INTO "{name}" ({cols}) SELECT {marks} '
+                            f'WHERE NOT EXISTS (SELECT 1 FROM "{name}" WHERE {match})',
+                            (*row, *row),
+                        )
+                added += db.total_changes - before
+        return added
+
     # ------------------------------------------------------------------ export
     def table(self, name: str) -> pd.DataFrame:
         """One table of the store as a DataFrame: generations, judgements or eval_samples."""
@@ -431,3 +474,34 @@ def _logprobs_from_json(text: str | None) -> tuple[TokenLogprob, ...]:
     if not text:
         return ()
     return tuple(TokenLogprob(tok, lp, tuple((a, b) for a, b in top)) for tok, lp, top in json.loads(text))
+
+
+def new_rows(store_path: Path, since: Path | None) -> StoreRows:
+    """Rows of the store at `store_path` that the store file `since` (its starting copy) lacks.
+
+    A worker runs on a copy of the driver's store, so it reuses every stored result; it sends back
+    only what it added, and the driver `merge`s that into the one store.
+    """
+    db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
+    try:
+        if since is not None:
+            db.execute("ATTACH DATABASE ? AS since", (f"file:{since}?mode=ro",))
+            known = {r[0] for r in db.execute("SELECT name FROM since.sqlite_master WHERE type='table'")}
+        else:
+            known = set()
+        found: StoreRows = {}
+        tables = db.execute(
+            "SELECT name, sql FROM main.sqlite_master WHERE type='table' AND name != 'meta' "
+            "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        ).fetchall()
+        for name, schema in tables:
+            query = f'SELECT * FROM main."{name}"'
+            if name in known:
+                query += f' EXCEPT SELECT * FROM since."{name}"'
+            cursor = db.execute(query)
+            values = [tuple(r) for r in cursor.fetchall()]
+            if values:
+                found[name] = (schema, [d[0] for d in cursor.description], values)
+        return found
+    finally:
+        db.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +22,20 @@ if TYPE_CHECKING:
 #: Exit code when a gate stopped at least one run (distinct from user errors, 2-4).
 GATE_STOPPED_EXIT = 5
 
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="evaluate checkpoint x suite units on a Ray cluster: its address (HOST:PORT, 'auto' on a "
+        "cluster node, ray://HOST:10001) or 'local' (a Ray instance on this machine)",
+    ),
+]
+RayWorkers = Annotated[
+    int | None,
+    typer.Option(help="Ray workers, each holding one loaded base model (default: one per GPU, else per CPU)"),
+]
+
 
 @app.command("run")
 @user_errors
@@ -29,16 +44,20 @@ def run_command(
     out: Annotated[
         Path | None, typer.Option(help="run directory (default: aftertune_runs/<spec name>)")
     ] = None,
+    ray: RayAddress = None,
+    ray_workers: RayWorkers = None,
 ) -> None:
     """Train every arm x seed of an experiment with LoRA, evaluating checkpoints as they come.
 
     Writes results.sqlite, summary.json and report.html into the run directory. Running the same
-    command again resumes an interrupted experiment. Exits with 5 when a gate stopped a run.
+    command again resumes an interrupted experiment. Exits with 5 when a gate stopped a run. With
+    --ray, training only saves checkpoints and the cluster evaluates them afterwards (runs with gates
+    still evaluate in training: a gate must see each checkpoint before training goes on).
     """
     from aftertune.train.spec import load_spec
 
     loaded, base_dir = load_spec(spec)
-    _run_and_report(loaded, base_dir, out or RUNS_ROOT / loaded.name)
+    _run_and_report(loaded, base_dir, out or RUNS_ROOT / loaded.name, ray, ray_workers)
 
 
 @app.command()
@@ -59,18 +78,21 @@ def demo(
 @user_errors
 def sweep(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `aftertune run`")],
+    ray: RayAddress = None,
+    ray_workers: RayWorkers = None,
+    backend: Annotated[
+        str, typer.Option(help="hf (transformers + peft) or vllm (GPU; adapters as LoRARequests)")
+    ] = "hf",
+    tensor_parallel: Annotated[int, typer.Option(help="GPUs per model with --backend vllm")] = 1,
 ) -> None:
     """Evaluate every saved checkpoint of a run on one loaded base model (adapters swapped, not
-    reloaded), then recommend a checkpoint and write the report. Stored results are reused."""
+    reloaded), then recommend a checkpoint and write the report. Stored results are reused. With
+    --ray, every Ray worker holds one base model and the units are spread over them."""
     from aftertune.train.runner import load_experiment
-    from aftertune.train.sweep import sweep_experiment
 
     with status("preparing the experiment"):
         experiment = load_experiment(run_dir)
-    started = time.monotonic()
-    with progress_bars() as progress:
-        swept = sweep_experiment(experiment, progress)
-    console.print(f"Evaluated {len(swept)} checkpoints in {time.monotonic() - started:.0f} s.")
+    _sweep(experiment, ray, ray_workers, backend, tensor_parallel)
     _write_reports(experiment)
 
 
@@ -120,14 +142,24 @@ def compare(
 
 
 # ---------------------------------------------------------------------------- shared steps
-def _run_and_report(spec: ExperimentSpec, base_dir: Path, run_dir: Path) -> None:
+def _run_and_report(
+    spec: ExperimentSpec,
+    base_dir: Path,
+    run_dir: Path,
+    ray: str | None = None,
+    ray_workers: int | None = None,
+) -> None:
     from aftertune.train.runner import prepare_experiment, run_experiment
 
     started = time.monotonic()
     with status("checking the spec, loading data and judges, locating the base model"):
         experiment = prepare_experiment(spec, base_dir, run_dir)
+    if ray is not None:
+        experiment = replace(experiment, evaluate_in_training=False)
     with progress_bars() as progress:
         outcomes = run_experiment(experiment, progress)
+    if ray is not None:
+        _sweep(experiment, ray, ray_workers)
     _write_reports(experiment)
     console.print(f"Wall time: {time.monotonic() - started:.0f} s.")
     stopped = [o for o in outcomes if o.status == "stopped_by_gate"]
@@ -135,6 +167,30 @@ def _run_and_report(spec: ExperimentSpec, base_dir: Path, run_dir: Path) -> None
         console.print(f"[bold red]Gate stopped {outcome.run}:[/] {outcome.reason}", highlight=False)
     if stopped:
         raise typer.Exit(GATE_STOPPED_EXIT)
+
+
+def _sweep(
+    experiment: Experiment,
+    ray: str | None,
+    ray_workers: int | None,
+    backend: str = "hf",
+    tensor_parallel: int = 1,
+) -> None:
+    """Evaluate every saved checkpoint here, or on the Ray cluster at `ray`."""
+    started = time.monotonic()
+    with progress_bars() as progress:
+        if ray is None:
+            from aftertune.train.sweep import sweep_experiment
+
+            swept = sweep_experiment(
+                experiment, progress, backend=backend, tensor_parallel_size=tensor_parallel
+            )
+        else:
+            from aftertune.distributed import ray_sweep
+
+            swept = ray_sweep(experiment, ray, progress, workers=ray_workers, backend=backend)
+    where = f" on Ray ({ray})" if ray else ""
+    console.print(f"Evaluated {len(swept)} checkpoints{where} in {time.monotonic() - started:.0f} s.")
 
 
 def _write_reports(experiment: Experiment) -> ExperimentSummary:

@@ -70,6 +70,9 @@ class Experiment:
     #: arm -> stage -> training data (held-out examples removed from the last stage)
     train_data: dict[str, list[TrainingData]]
     suites: dict[str, list[Eval]]
+    #: False: training only saves checkpoints and a later sweep evaluates them (`run --ray`); runs
+    #: with gates still evaluate in training, since a gate must see a checkpoint before training goes on
+    evaluate_in_training: bool = True
 
     def run_label(self, arm: str, seed: int) -> str:
         return f"{arm}/seed{seed}"
@@ -125,7 +128,7 @@ def run_experiment(experiment: Experiment, progress: ProgressCallback | None = N
     spec, store = experiment.spec, ResultsStore(experiment.run_dir)
     ensure_tables(store)
     try:
-        if _is_main_process():  # under accelerate launch, the first process evaluates
+        if _is_main_process() and experiment.evaluate_in_training:  # under accelerate, process 0
             evaluate_base(experiment, store, progress)
         outcomes = []
         for arm in spec.arms:
@@ -300,18 +303,20 @@ def _train_stage_quietly(
         dataloader_num_workers=0,
         activation_checkpointing=settings.gradient_checkpointing,
     )
-    tracking = TrackingCallback(
-        experiment.suites[arm],
-        store,
-        every=every,
-        gates=spec.parsed_gates,
-        run=label,
-        base_fingerprint=experiment.base_fingerprint,
-        at_end=spec.eval.at_end,
-        step_offset=step_offset,
-        seed=seed,
-        progress=progress,
-    )
+    tracking: TrackingCallback | None = None
+    if experiment.evaluate_in_training or spec.parsed_gates:
+        tracking = TrackingCallback(
+            experiment.suites[arm],
+            store,
+            every=every,
+            gates=spec.parsed_gates,
+            run=label,
+            base_fingerprint=experiment.base_fingerprint,
+            at_end=spec.eval.at_end,
+            step_offset=step_offset,
+            seed=seed,
+            progress=progress,
+        )
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -319,11 +324,12 @@ def _train_stage_quietly(
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    tracking.attach(trainer)
+    if tracking is not None:
+        tracking.attach(trainer)
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the CLI shows progress bars
     trainer.add_callback(_TrainingProgress(f"training {label} stage {index}", progress))
     trainer.train(resume_from_checkpoint=last_complete_checkpoint(folder))
-    if tracking.stopped_by:
+    if tracking is not None and tracking.stopped_by:
         return True, note
     final = folder / "final"
     trainer.save_model(str(final))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aftertune.errors import InputError
 from aftertune.evals.suite import run_suite
@@ -19,6 +20,9 @@ from aftertune.store import ResultsStore
 from aftertune.train.records import TrackedStep, ensure_tables, record_step, tracked_steps
 from aftertune.train.runner import Experiment, is_complete_checkpoint
 from aftertune.train.tracking import BASE_LABEL
+
+if TYPE_CHECKING:
+    from aftertune.models.vllm_engine import VLLMModel
 
 
 @dataclass(frozen=True)
@@ -58,54 +62,121 @@ def saved_checkpoints(experiment: Experiment, arm: str, seed: int) -> list[Saved
     return [found[s] for s in sorted(found)]
 
 
-def sweep_experiment(
-    experiment: Experiment, progress: ProgressCallback | None = None
-) -> list[tuple[SavedCheckpoint, str]]:
-    """Evaluate the base model and every saved checkpoint of every run; returns (checkpoint,
-    fingerprint) pairs. Only what is not in the store yet is computed."""
+@dataclass(frozen=True)
+class SweepUnit:
+    """One unit of sweep work: a model (the base, or the base with one checkpoint's adapter) on the
+    suite of one arm. Units are independent, so they can run anywhere that can read the run folder."""
+
+    arm: str
+    label: str
+    checkpoint: SavedCheckpoint | None = None
+
+
+def sweep_units(experiment: Experiment) -> list[SweepUnit]:
+    """The base model on every arm's suite, then every saved checkpoint on its arm's suite."""
+    units = [SweepUnit(arm, BASE_LABEL) for arm in experiment.suites]
+    for arm in experiment.spec.arms:
+        for seed in experiment.spec.seeds:
+            for c in saved_checkpoints(experiment, arm, seed):
+                units.append(SweepUnit(arm, f"{c.run}/step{c.step}", c))
+    return units
+
+
+#: the backends a sweep can swap adapters on
+SWEEP_BACKENDS = ("hf", "vllm")
+
+
+def load_base(
+    experiment: Experiment, backend: str = "hf", tensor_parallel_size: int = 1
+) -> HFModel | VLLMModel:
+    """The experiment's base model, once, on the backend that will swap the checkpoints' adapters."""
+    spec = experiment.spec
+    if backend == "vllm":
+        from aftertune.models.vllm_engine import VLLMModel
+
+        return VLLMModel(
+            experiment.base_folder,
+            name=experiment.base_name,
+            dtype=spec.dtype,
+            tensor_parallel_size=tensor_parallel_size,
+            trust_remote_code=spec.trust_remote_code,
+            allow_pickle=spec.allow_pickle,
+        )
+    if backend != "hf":
+        raise InputError(f"--backend must be one of {', '.join(SWEEP_BACKENDS)}, got '{backend}'.")
+    return HFModel(
+        experiment.base_folder,
+        name=experiment.base_name,
+        dtype=spec.dtype,
+        trust_remote_code=spec.trust_remote_code,
+        allow_pickle=spec.allow_pickle,
+    )
+
+
+def evaluate_unit(
+    experiment: Experiment,
+    model: HFModel | VLLMModel,
+    store: ResultsStore,
+    unit: SweepUnit,
+    progress: ProgressCallback | None = None,
+) -> str:
+    """Run one unit on `model` (the loaded base; a checkpoint's adapter is attached for the unit and
+    detached after); returns the evaluated model's fingerprint."""
+    if unit.checkpoint is None:
+        return run_suite(experiment.suites[unit.arm], model, store, progress, label=unit.label).model
+    model.load_adapter(unit.checkpoint.folder, name=unit.label)
+    try:
+        result = run_suite(experiment.suites[unit.arm], model, store, progress, label=unit.label)
+    finally:
+        model.unload_adapter(unit.label)
+    return result.model
+
+
+def record_checkpoint(store: ResultsStore, unit: SweepUnit, fingerprint: str) -> None:
+    """Note an evaluated checkpoint as a tracked step of its run, unless training already did."""
+    checkpoint = unit.checkpoint
+    if checkpoint is None or checkpoint.step in {s.step for s in tracked_steps(store, checkpoint.run)}:
+        return
+    step = TrackedStep(
+        checkpoint.run, checkpoint.step, fingerprint, checkpoint.train_loss, str(checkpoint.folder)
+    )
+    record_step(store, step)
+
+
+def check_sweepable(experiment: Experiment) -> None:
     if experiment.spec.full_finetune:
         raise InputError(
             "Sweeps swap LoRA adapters on one base model; this experiment trains every weight "
             "(full_finetune: true), so each checkpoint is a whole model: evaluate them with "
             "`aftertune eval CHECKPOINT_FOLDER` instead."
         )
+
+
+def sweep_experiment(
+    experiment: Experiment,
+    progress: ProgressCallback | None = None,
+    *,
+    backend: str = "hf",
+    tensor_parallel_size: int = 1,
+) -> list[tuple[SavedCheckpoint, str]]:
+    """Evaluate the base model and every saved checkpoint of every run in this process; returns
+    (checkpoint, fingerprint) pairs. Only what is not in the store yet is computed."""
+    check_sweepable(experiment)
     store = ResultsStore(experiment.run_dir)
     ensure_tables(store)
-    model = HFModel(
-        experiment.base_folder,
-        name=experiment.base_name,
-        dtype=experiment.spec.dtype,
-        trust_remote_code=experiment.spec.trust_remote_code,
-        allow_pickle=experiment.spec.allow_pickle,
-    )
+    model = load_base(experiment, backend, tensor_parallel_size)
     done: list[tuple[SavedCheckpoint, str]] = []
     try:
-        for suite in experiment.suites.values():
-            run_suite(suite, model, store, progress, label=BASE_LABEL)
-        todo = [
-            (arm, c) for arm in experiment.spec.arms for s in experiment.spec.seeds
-            for c in saved_checkpoints(experiment, arm, s)
-        ]  # fmt: skip
-        for n, (arm, checkpoint) in enumerate(todo):
-            report(progress, "checkpoints", n, len(todo))
-            name = f"{checkpoint.run}/step{checkpoint.step}"
-            model.load_adapter(checkpoint.folder, name=name)
-            result = run_suite(experiment.suites[arm], model, store, progress, label=name)
-            model.unload_adapter(name)
-            known = {s.step for s in tracked_steps(store, checkpoint.run)}
-            if checkpoint.step not in known:
-                record_step(
-                    store,
-                    TrackedStep(
-                        checkpoint.run,
-                        checkpoint.step,
-                        result.model,
-                        checkpoint.train_loss,
-                        str(checkpoint.folder),
-                    ),
-                )
-            done.append((checkpoint, result.model))
-        report(progress, "checkpoints", len(todo), len(todo))
+        units = sweep_units(experiment)
+        checkpoints = [u for u in units if u.checkpoint is not None]
+        for unit in units:
+            if unit.checkpoint is not None:
+                report(progress, "checkpoints", len(done), len(checkpoints))
+            fingerprint = evaluate_unit(experiment, model, store, unit, progress)
+            if unit.checkpoint is not None:
+                record_checkpoint(store, unit, fingerprint)
+                done.append((unit.checkpoint, fingerprint))
+        report(progress, "checkpoints", len(done), len(checkpoints))
     finally:
         store.close()
     return done
