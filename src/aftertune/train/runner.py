@@ -255,6 +255,12 @@ def _train_stage_quietly(
         )
     if not settings.assistant_only_loss:
         rows = [{"input_ids": r["input_ids"], "labels": list(r["input_ids"])} for r in rows]
+    resume = last_complete_checkpoint(folder)
+    if resume is not None and _trained_to_the_end(Path(resume)):
+        # Killed while the final adapter was saved: the last checkpoint holds the last step's weights,
+        # evaluated before it was saved. Resumed from it, the trainer would train a step past max_steps.
+        _finish_stage(store, label, folder, step_offset, _copy_as_final(Path(resume)), note)
+        return False, note
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec.dtype]
     model: Any = AutoModelForCausalLM.from_pretrained(
         str(experiment.base_folder), dtype=dtype, trust_remote_code=trust, use_safetensors=safetensors
@@ -328,17 +334,39 @@ def _train_stage_quietly(
         tracking.attach(trainer)
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the CLI shows progress bars
     trainer.add_callback(_TrainingProgress(f"training {label} stage {index}", progress))
-    trainer.train(resume_from_checkpoint=last_complete_checkpoint(folder))
+    trainer.train(resume_from_checkpoint=resume)
     if tracking is not None and tracking.stopped_by:
         return True, note
+    trainer.save_model(str(folder / "final"))
+    _finish_stage(store, label, folder, step_offset, trainer.state.global_step, note)
+    return False, note
+
+
+def _finish_stage(
+    store: ResultsStore, label: str, folder: Path, step_offset: int, steps: int, note: str
+) -> None:
+    """Note the final adapter of the stage's last step, then mark the stage finished."""
     final = folder / "final"
-    trainer.save_model(str(final))
-    steps = trainer.state.global_step
     if any(s.step == step_offset + steps for s in tracked_steps(store, label)):
         set_checkpoint(store, label, step_offset + steps, str(final))
     # Written last: its presence marks the stage finished.
     write_text(folder / "stage.json", json.dumps({"steps": steps, "data_note": note}) + "\n")
-    return False, note
+
+
+#: what a checkpoint holds besides the weights, needed only to resume training
+_TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "trainer_state.json")
+
+
+def _trained_to_the_end(checkpoint: Path) -> bool:
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return 0 < int(state.get("max_steps", 0)) <= int(state["global_step"])
+
+
+def _copy_as_final(checkpoint: Path) -> int:
+    """Make a checkpoint's weights the stage's final folder (as `save_model` writes it); its step."""
+    ignore = shutil.ignore_patterns(*_TRAINING_STATE)
+    shutil.copytree(checkpoint, checkpoint.parent / "final", ignore=ignore, dirs_exist_ok=True)
+    return int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
 
 
 def last_complete_checkpoint(folder: Path) -> str | None:
