@@ -1,6 +1,7 @@
 """A run killed while saving a stage's final adapter resumes without training past max_steps: the
-state on disk at that moment is made here exactly (no `final`, no stage.json, the run still
-"running"), so the check does not depend on when a kill lands (tests/test_kill_points.py does that)."""
+state on disk at that moment is made here (stage 0 without `final` and stage.json, stage 1 not
+begun, the run still "running"), so the check does not depend on when a kill lands
+(tests/test_kill_points.py does that)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from aftertune.cli import app
@@ -33,7 +33,6 @@ eval:
 """
 
 
-@pytest.mark.slow
 def test_a_kill_while_saving_the_final_adapter_resumes_to_the_same_run(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
@@ -41,11 +40,13 @@ def test_a_kill_while_saving_the_final_adapter_resumes_to_the_same_run(tmp_path:
     first = runner.invoke(app, ["run", str(spec), "--out", str(out)])
     assert first.exit_code == 0, first.output
     summary = json.loads((out / "summary.json").read_text())
-    stage = out / "runs" / "a" / "seed0" / "stage1"
+    stage = out / "runs" / "a" / "seed0" / "stage0"
     weights = (stage / "final" / "adapter_model.safetensors").read_bytes()
 
+    # killed while stage 0 saved its final adapter: stage 1 had not started
     shutil.rmtree(stage / "final")
     (stage / "stage.json").unlink()
+    shutil.rmtree(stage.parent / "stage1")
     with sqlite3.connect(out / "results.sqlite") as db:
         db.execute("UPDATE runs SET status = 'running', detail = '{}'")
     db.close()
