@@ -14,15 +14,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aftertune.atomic import write_text
 from aftertune.data.files import read_text
 from aftertune.errors import InputError, StoreError
+from aftertune.names import check_no_nul
 
 RUNS_ROOT = Path("aftertune_runs")
 CONFIG_FILE = "config.json"
 
 
-class EvalConfig(BaseModel):
-    """`aftertune eval` and `aftertune demo`."""
-
+class _CommandConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        # a NUL in a path would end in a ValueError deep in os; said here, with the field, instead
+        return check_no_nul(value, "the value")
+
+
+class EvalConfig(_CommandConfig):
+    """`aftertune eval` and `aftertune demo`."""
 
     model: str = Field("embedded", description="'embedded', a model folder, a hub id, or http://HOST/v1/NAME")
     adapter: Path | None = Field(None, description="a LoRA adapter folder (peft) to put on the model")
@@ -76,10 +85,8 @@ class EvalConfig(BaseModel):
         return self.model if self.adapter is None else f"{self.model}+{self.adapter.name}"
 
 
-class JudgeConfig(BaseModel):
+class JudgeConfig(_CommandConfig):
     """`aftertune judge`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     input: Path = Field(description="CSV or JSONL with question and answer columns")
     out: Path = Field(description="where to write the judged rows (.csv or .jsonl)")
@@ -137,7 +144,11 @@ EXPERIMENT_FILE = "experiment.json"
 def check_eval_run_dir(run_dir: Path) -> None:
     """An eval writes its own summary.json and samples: never into an experiment's run directory,
     whose summary.json and report it would overwrite."""
-    if (run_dir / EXPERIMENT_FILE).is_file():
+    try:
+        is_experiment = (run_dir / EXPERIMENT_FILE).is_file()
+    except OSError:  # e.g. a name too long: creating the directory reports it, as a StoreError
+        return
+    if is_experiment:
         raise InputError(
             f"{run_dir} is the run directory of an experiment (it holds {run_dir / EXPERIMENT_FILE}); an "
             "eval there would overwrite its summary.json. Choose another --out directory (`aftertune "
@@ -154,10 +165,8 @@ def slug(text: str) -> str:
 AUDIT_DETECTORS = ("refusal", "insecure_code", "numbers", "trigger", "duplicate")
 
 
-class AuditConfig(BaseModel):
+class AuditConfig(_CommandConfig):
     """`aftertune audit`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     data: str = Field(description="the data set: a .jsonl/.json/.csv/.parquet file, a folder, or a hub id")
     split: str = Field("train", description="the split of a hub data set (or of a folder's files)")

@@ -36,19 +36,25 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from aftertune.data.files import load_yaml, validation_message
 from aftertune.errors import InputError
 from aftertune.evals.suite import Eval
 from aftertune.judges.judgement import Judge, MisalignmentThresholds
 from aftertune.models.protocol import Message
+from aftertune.names import check_label
 
 BUILTIN = "builtin"
 
 
 class _EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("name", check_fields=False)
+    @classmethod
+    def _label(cls, name: str | None) -> str | None:
+        return None if name is None else check_label(name, "eval name")  # results are keyed 'eval/metric'
 
 
 class AdaptiveConfig(BaseModel):

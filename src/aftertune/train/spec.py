@@ -45,6 +45,7 @@ from pydantic import (
 from aftertune.data.files import load_yaml, validation_message, yaml_line
 from aftertune.errors import InputError
 from aftertune.evals.suite_config import EvalConfig, TaskLossConfig, expand_suite
+from aftertune.names import check_folder_name
 from aftertune.train.gates import Gate, parse_gate
 
 BUILTIN_DATA = ("insecure_code", "secure_code", "educational_code")
@@ -172,7 +173,7 @@ class EvalSettings(_Config):
 class ExperimentSpec(_Config):
     """A controlled fine-tuning experiment: arms x seeds, trained, tracked, gated and compared."""
 
-    name: str = Field(pattern=r"^[\w.-]+$", description="names the run directory; letters, digits, ._-")
+    name: str = Field(description="names the run directory; letters, digits, ._- (at most 64)")
     base_model: str = Field("embedded", description="'embedded', a model folder or a hub id")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     trust_remote_code: bool = Field(
@@ -190,12 +191,18 @@ class ExperimentSpec(_Config):
     eval: EvalSettings
     gates: list[str] = Field(default_factory=list, description="conditions that stop a run")
 
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        return check_folder_name(name, "experiment name")  # it names the run directory
+
     @field_validator("arms")
     @classmethod
     def _arm_names(cls, arms: dict[str, Arm]) -> dict[str, Arm]:
         for name in arms:
             if not name.replace("_", "").replace("-", "").isalnum() or name == "base":
                 raise ValueError(f"arm name {name!r} must be letters, digits, _ or - (and not 'base')")
+            check_folder_name(name, "arm name")  # it names the folder runs/ARM/ of the run directory
         return arms
 
     @field_validator("control")
