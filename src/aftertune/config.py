@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aftertune.atomic import write_text
 from aftertune.data.files import read_text
 from aftertune.errors import InputError, StoreError
-from aftertune.names import check_no_nul
+from aftertune.names import check_no_nul, refuse_secrets_in_urls
 
 RUNS_ROOT = Path("aftertune_runs")
 CONFIG_FILE = "config.json"
@@ -27,7 +27,9 @@ class _CommandConfig(BaseModel):
     @classmethod
     def _no_nul(cls, value: object) -> object:
         # a NUL in a path would end in a ValueError deep in os; said here, with the field, instead
-        return check_no_nul(value, "the value")
+        check_no_nul(value, "the value")
+        # checked before the config is written into the run directory
+        return refuse_secrets_in_urls(value)
 
 
 class EvalConfig(_CommandConfig):

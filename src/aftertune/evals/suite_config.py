@@ -43,7 +43,7 @@ from aftertune.errors import InputError
 from aftertune.evals.suite import Eval
 from aftertune.judges.judgement import Judge, MisalignmentThresholds
 from aftertune.models.protocol import Message
-from aftertune.names import check_label
+from aftertune.names import check_label, refuse_secrets_in_urls
 
 BUILTIN = "builtin"
 
@@ -55,6 +55,11 @@ class _EvalConfig(BaseModel):
     @classmethod
     def _label(cls, name: str | None) -> str | None:
         return None if name is None else check_label(name, "eval name")  # results are keyed 'eval/metric'
+
+    @field_validator("*")
+    @classmethod
+    def _no_secrets(cls, value: object) -> object:
+        return refuse_secrets_in_urls(value)  # judge URLs are written into experiment.json and reports
 
 
 class AdaptiveConfig(BaseModel):

@@ -44,6 +44,7 @@ from aftertune.models.protocol import (
     SamplingParams,
     sample_seed,
 )
+from aftertune.names import refuse_secrets_in_url
 from aftertune.progress import ProgressCallback, report
 
 T = TypeVar("T")
@@ -66,6 +67,7 @@ _LOGLIKELIHOOD_HINT = (
 def parse_endpoint(spec: str) -> tuple[str, str]:
     """Split `http://host:port/v1/MODEL` into (base URL ending at /v1, model); model names may hold '/'."""
     spec = spec.strip()
+    refuse_secrets_in_url(spec)
     if "/v1/" in spec:
         base, _, model = spec.partition("/v1/")
         base += "/v1"
@@ -117,6 +119,7 @@ class OpenAIModel:
             raise InputError(
                 f"base_url '{base_url}' should start with http(s)://, e.g. http://localhost:8000/v1"
             )
+        refuse_secrets_in_url(base_url)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key_env = api_key_env
