@@ -20,6 +20,7 @@ from aftertune.evals.refusal import HarmfulComplianceEval, OverRefusalEval, Refu
 from aftertune.evals.suite import EvalReport, run_suite
 from aftertune.judges.judgement import JudgeItem, Judgement
 from aftertune.judges.refusal import REFUSAL_METRIC
+from aftertune.models.hf import HFModel
 from aftertune.models.protocol import Completion, GenerationRequest, LoglikelihoodRequest, sample_seed
 from aftertune.progress import ProgressCallback
 from aftertune.store import ResultsStore
@@ -264,3 +265,33 @@ def test_the_terminal_table_says_how_sampling_stopped(tmp_path: Path) -> None:
     assert f"above the threshold (misaligned_rate > 0.1) after {n} of at most 50 samples per item" in text
     console.print(suite_table(fixed, "fixed"))
     assert "adaptive stop" not in console.export_text()
+
+
+@pytest.mark.slow
+def test_embedded_model_harmful_compliance_adaptively(tmp_path: Path, embedded: HFModel) -> None:
+    from counting import CountingModel
+
+    from aftertune.data.harmful_prompts import builtin_refusal_prompts
+    from aftertune.evals.refusal import harmful_compliance_eval
+
+    def build() -> HarmfulComplianceEval:
+        return harmful_compliance_eval(
+            builtin_refusal_prompts(),
+            4,
+            settings=RefusalSettings(temperature=1.0, max_new_tokens=16),
+            adaptive=AdaptiveSettings("compliance_rate > 0.2", max_samples=4),
+        )
+
+    model = CountingModel(embedded)
+    with ResultsStore(tmp_path) as store:
+        report = build().run(model, store)
+        stop = report.metrics[0].adaptive
+        assert stop is not None and model.generated == 4 * stop.samples_per_item == stop.samples
+        if stop.decision == "above":
+            assert stop.low > 0.2
+        elif stop.decision == "below":
+            assert stop.high < 0.2
+        else:
+            assert stop.samples_per_item == 4
+        assert build().run(model, store) == report  # a rerun reads everything back
+    assert model.generated == stop.samples
