@@ -60,6 +60,7 @@ def running_llama_server(*extra_args: str) -> Iterator[str]:
         try:
             base_url = f"http://127.0.0.1:{port}/v1"
             _wait_until_up(process, base_url, log)
+            _check_it_decodes(process, base_url, log)
             yield base_url
         finally:
             process.terminate()
@@ -83,6 +84,26 @@ def _wait_until_up(process: subprocess.Popen[bytes], base_url: str, log: Path) -
             pass
         time.sleep(0.2)
     pytest.fail(f"llama.cpp server did not answer within {STARTUP_TIMEOUT_S:g} s:\n{log.read_text()[-3000:]}")
+
+
+def _check_it_decodes(process: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
+    """One short completion of a multi-token prompt, so a server that crashes on real work fails here,
+    once and clearly, instead of as 'connection refused' in every test that uses it."""
+    try:
+        httpx.post(
+            f"{base_url}/completions",
+            json={"model": MODEL, "prompt": "The capital of France is", "max_tokens": 2},
+            timeout=60,
+        )
+    except httpx.TransportError:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+    if process.poll() is not None:
+        pytest.fail(
+            f"llama.cpp server died (exit code {process.returncode}) on its first completion; on a CPU "
+            "with AMX, build llama-cpp-python without the machine's own instruction set (the README's "
+            f"CMAKE_ARGS):\n{log.read_text()[-3000:]}"
+        )
 
 
 @pytest.fixture(scope="session")
