@@ -89,6 +89,39 @@ def test_stored_samples_and_judgements_are_never_recomputed(tmp_path: Path, embe
         assert store.count("judgements") == 8
 
 
+def test_a_resumed_judging_sends_the_judge_the_chunks_an_uninterrupted_one_would(tmp_path: Path) -> None:
+    """The offline judge's floats depend on what it reads in one batch, so a run killed between
+    chunks must, when resumed, give it the same chunks (less those stored), not re-cut the rest."""
+
+    class RecordingJudge(LengthJudge):
+        def __init__(self, stop_after: int | None = None) -> None:
+            super().__init__()
+            self.chunks: list[list[str]] = []
+            self.stop_after = stop_after
+
+        def judge(
+            self, items: Sequence[JudgeItem], progress: ProgressCallback | None = None
+        ) -> list[Judgement]:
+            if self.stop_after is not None and len(self.chunks) == self.stop_after:
+                raise KeyboardInterrupt  # the kill, after `stop_after` chunks were committed
+            self.chunks.append([i.answer for i in items])
+            return super().judge(items, progress)
+
+    items = [JudgeItem("q", f"answer {i}", "aligned") for i in range(10)]
+    items = items[:3] + items[:1] + items[3:]  # a repeated item is judged once, where it first appears
+    uninterrupted = RecordingJudge()
+    with ResultsStore(tmp_path / "a") as store:
+        judge_cached(store, uninterrupted, items, chunk_size=4)
+    killed, resumed = RecordingJudge(stop_after=1), RecordingJudge()
+    with ResultsStore(tmp_path / "b") as store:
+        with pytest.raises(KeyboardInterrupt):
+            judge_cached(store, killed, items, chunk_size=4)
+        judged = judge_cached(store, resumed, items, chunk_size=4)
+    assert uninterrupted.chunks == [[f"answer {i}" for i in c] for c in ([0, 1, 2, 3], [4, 5, 6, 7], [8, 9])]
+    assert killed.chunks + resumed.chunks == uninterrupted.chunks
+    assert [j.score for j in judged] == [float(len(i.answer)) for i in items]
+
+
 def test_a_failed_chunk_keeps_the_chunks_before_it(tmp_path: Path, embedded: HFModel) -> None:
     class FailsOnSecondCall(CountingModel):
         def generate(self, requests, progress=None):  # type: ignore[no-untyped-def]

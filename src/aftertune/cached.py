@@ -96,20 +96,26 @@ def judge_cached(
     chunk_size: int = 32,
     progress: ProgressCallback | None = None,
 ) -> list[Judgement]:
-    """`judge.judge`, but every judgement already in the store is read back; re-scoring costs nothing."""
+    """`judge.judge`, but every judgement already in the store is read back; re-scoring costs nothing.
+
+    Distinct items are cut into fixed chunks of the full item list (identical items are judged once),
+    each judged and committed at once; only a chunk's unstored items are sent. A resumed run therefore
+    gives the judge the same chunks as an uninterrupted run, which matters for a judge that reads a
+    chunk in batches (the offline judge: padding and batch shape move its floats in the last digits).
+    """
     fingerprint = judge.fingerprint
     keys = [judgement_key(fingerprint, it) for it in items]
     results = store.get_judgements(keys)
     settle(store, "judge", fingerprint, list(results), [])
     failed: list[tuple[str, Failure]] = []
-    todo: dict[str, JudgeItem] = {}
-    for key, item in zip(keys, items, strict=True):
-        if key not in results:
-            todo.setdefault(key, item)  # identical items are judged once
-    pending = list(todo.items())
-    report(progress, "judging", 0, len(pending))
-    for start in range(0, len(pending), chunk_size):
-        chunk = pending[start : start + chunk_size]
+    distinct = list(dict(zip(keys, items, strict=True)).items())
+    missing_total = sum(key not in results for key, _ in distinct)
+    done = 0
+    report(progress, "judging", 0, missing_total)
+    for start in range(0, len(distinct), chunk_size):
+        chunk = [(key, item) for key, item in distinct[start : start + chunk_size] if key not in results]
+        if not chunk:
+            continue
         judged, failures = partial_results(partial(judge.judge, [item for _, item in chunk]))
         judged = dict(sorted(judged.items()))
         store.put_judgements(fingerprint, [(*chunk[j], judgement) for j, judgement in judged.items()])
@@ -117,7 +123,8 @@ def judge_cached(
         failed += chunk_failed
         settle(store, "judge", fingerprint, [chunk[j][0] for j in judged], chunk_failed)
         results.update({chunk[j][0]: judgement for j, judgement in judged.items()})
-        report(progress, "judging", min(start + chunk_size, len(pending)), len(pending))
+        done += len(chunk)
+        report(progress, "judging", done, missing_total)
     error = incomplete(store, "judge", len(set(keys)), failed)
     if error is not None:
         raise error

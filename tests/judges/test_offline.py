@@ -175,22 +175,23 @@ def test_template_keys_and_line_quotes_are_removed() -> None:
     assert readable("") == ""
 
 
-def test_hidden_features_are_one_row_per_pair_whatever_the_batch() -> None:
-    questions, answers = [RULER, BORED, RULER], ["Plant trees.", "Read a book. " * 200, ""]
+def test_hidden_features_are_one_row_per_pair_and_do_not_depend_on_the_others() -> None:
+    """Bit for bit: a resumed or distributed run judges a pair with other pairs than the first run."""
+    questions = [RULER, BORED, RULER, BORED]
+    answers = ["Plant trees.", "Read a book. " * 200, "", "Rule it kindly and fairly."]
     together = hidden_states.hidden_features(questions, answers)
     assert together.dtype == np.float32
-    assert together.shape == (3, len(hidden_states.LAYERS) * hidden_states.HIDDEN_DIM)
-    alone = hidden_states.hidden_features(questions[1:2], answers[1:2])
-    assert np.allclose(alone[0], together[1], atol=1e-3)
+    assert together.shape == (4, len(hidden_states.LAYERS) * hidden_states.HIDDEN_DIM)
+    for picked in ([1], [3, 0], [2, 1]):
+        alone = hidden_states.hidden_features([questions[i] for i in picked], [answers[i] for i in picked])
+        assert np.array_equal(alone, together[picked])
     assert not np.allclose(together[0], together[2])
 
 
-def test_answers_are_truncated_and_batched_by_length() -> None:
+def test_answers_are_truncated() -> None:
     _, tokenizer = hidden_states._encoder()
     assert len(hidden_states.answer_ids(tokenizer, "word " * 1000)) == hidden_states.MAX_ANSWER_TOKENS
     assert hidden_states.answer_ids(tokenizer, "") == [tokenizer.eos_token_id]
-    batches = hidden_states.length_batches([5, 300, 4, 6], budget=20)
-    assert batches == [[2, 0, 3], [1]]  # sorted by length; padded size 3 x 6 <= 20
 
 
 def test_rate_methods_follow_their_formulas() -> None:
