@@ -43,9 +43,13 @@ TIMEOUT_S = 1200
 RESULT_TABLES = ("generations", "judgements", "eval_samples", "eval_reports", "model_labels")
 
 
-def aftertune(*args: str) -> subprocess.CompletedProcess[str]:
+def aftertune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "aftertune", *args], capture_output=True, text=True, timeout=TIMEOUT_S
+        [sys.executable, "-m", "aftertune", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env={**os.environ, **(env or {})},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stderr
@@ -109,12 +113,14 @@ def test_ray_run_and_sweep_equal_a_single_process_sweep(ray_cluster: str, tmp_pa
     done = aftertune("run", str(spec), "--out", str(on_ray), "--ray", ray_cluster)
     assert f"Evaluated {UNITS - 2} checkpoints on Ray" in done.stdout
 
-    # the same checkpoints, evaluated in one process
+    # the same checkpoints, evaluated in one process. Ray runs each 1-CPU worker with one thread
+    # (OMP_NUM_THREADS=1), and float results depend on the thread count in the last bits (a loss
+    # differed at 1e-7 with two threads): one thread here too, so equal means bit for bit.
     local = tmp_path / "local"
     local.mkdir()
     shutil.copy(on_ray / "experiment.json", local / "experiment.json")
     shutil.copytree(on_ray / "runs", local / "runs")
-    aftertune("sweep", str(local))
+    aftertune("sweep", str(local), env={"OMP_NUM_THREADS": "1"})
 
     ray_results, local_results = results_of(on_ray), results_of(local)
     assert len(ray_results["model_labels"]) == UNITS - 1  # one base label, 4 checkpoints
