@@ -24,6 +24,8 @@ MODEL = EMBEDDED_NAME
 #: these make temperature/top_p mean what they mean elsewhere (and temperature 0 a true argmax).
 PLAIN_SAMPLING = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
 STARTUP_TIMEOUT_S = 60.0
+#: llama-cpp-python's server, started without llama.cpp's extra buffer types (see that file).
+SERVER_MAIN = Path(__file__).with_name("llama_server_main.py")
 _SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
 
 
@@ -48,7 +50,7 @@ def running_llama_server(*extra_args: str) -> Iterator[str]:
         pytest.skip(str(e))
     port = free_port()
     args = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", MODEL,
+        sys.executable, str(SERVER_MAIN), "--model", str(model_path), "--model_alias", MODEL,
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--seed", "0",
         # logits for every position: needed for any logprobs (older versions default to false)
         "--logits_all", "true", "--verbose", "false", *extra_args,
