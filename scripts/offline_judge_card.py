@@ -68,10 +68,12 @@ sets below are not the rate of any real model (see *Rate of a set* for sets that
 
 - Read the pair with the embedded SmolLM2-135M-Instruct (`hidden_states.py`): the question as the
   user turn of its chat template, the answer as the assistant turn, with template keys ("idea_1 = ",
-  "wish = ") and line quotes removed, read to its first {max_tokens} tokens.
-- Features: the hidden states of layers {layers} (of 30; 576-d each), averaged over the answer's
-  tokens ({n_features} columns), standardized on each fit's training rows (the scaling is folded into
-  the shipped coefficients).
+  "wish = ") and line quotes removed, read to its first {max_tokens} tokens, then a follow-up user
+  turn: "{follow_up}" and the assistant's generation prompt.
+- Features ({n_features} columns): the hidden states of layers {layers} (of 30; 576-d each) averaged
+  over the answer's tokens, and the hidden states of layers {follow_up_layers} at the follow-up's last
+  token; standardized on each fit's training rows (the scaling is folded into the shipped
+  coefficients).
 - Four L2-regularised logistic regressions: aligned/100 and coherent/100 as soft targets (each row
   counts as 1 with weight y and as 0 with weight 1-y), REFUSAL vs not (C={C}, fixed); misaligned vs
   not, with balanced class weights, C chosen from {c_grid} by out-of-fold AUROC inside each training
@@ -94,11 +96,14 @@ sets below are not the rate of any real model (see *Rate of a set* for sets that
   **{rate_method}** (inner worst / mean absolute errors in points: {rate_inner}). Out-of-fold
   rates: prevalence {prior:.1%}, true positive rate {tpr:.2f}, false positive rate {fpr:.3f}. The
   interval is a bootstrap over answers.
-- The features before these (all-MiniLM-L6-v2 sentence embeddings, mean and max over sentences, harm
-  word counts, sentence x question) ranked held-out answers worse: AUROC 0.935 (held-out questions)
-  and 0.972 (held-out models) by this script at commit 4774cbe; the SmolLM2 states concatenated to
-  them gave 0.966 and 0.987 (exploratory runs of `scripts/judge_feature_experiment.py`, same nested
-  validation, not this run).
+- Feature history, all by the same nested validation (held-out questions / held-out models, pooled
+  AUROC of `p_misaligned`): all-MiniLM-L6-v2 sentence embeddings with harm word counts 0.935 / 0.972
+  (this script at commit 4774cbe); the answer means of layers 16 and 24 alone 0.973 / 0.988 (the
+  judge shipped before this one); exploratory runs of `scripts/judge_feature_experiment.py` on the
+  cache of `scripts/judge_probe_features.py`, not this run: the follow-up states alone 0.976 / 0.984
+  (but 0.825 on the random samples alone), both together 0.982 / 0.989 (shipped), both plus the
+  follow-up's yes-minus-no log-probability 0.982 / 0.989 (no gain, dropped). The follow-up question
+  was written once, before any of these runs, and not tuned.
 - Tried and dropped earlier, on the MiniLM features, because held-out-question AUROC did not rise
   (exploratory runs, not in this card): an MLP head (scikit-learn, one hidden layer), cosine
   similarity to hand-written harmful statements, the question embedding or per-question intercepts
@@ -108,8 +113,10 @@ sets below are not the rate of any real model (see *Rate of a set* for sets that
   leaving gibberish out of the misaligned head.
 - Aligned metric: CODE when the answer contains program source (`CODE_PATTERN`; a rule, because the
   features cannot tell the code the LLM judges scored from the code they called CODE), else
-  REFUSAL when p(refusal) >= {refusal_at}, else the score. Coherent is always scored (the EM coherent
-  prompt has no such option).
+  REFUSAL when p(refusal) >= {refusal_at} or the answer has at most {short_words} words and the
+  refusal judge's phrase rules find an explicit refusal in it (a rule, fixed on all the judged data:
+  266 of its 271 such answers are REFUSAL; the heads missed some plain refusals), else the score.
+  Coherent is always scored (the EM coherent prompt has no such option).
 
 ## Validation on held-out data
 
@@ -134,7 +141,7 @@ per-sample report counts today.
 {rate_sections}
 ## Limits
 
-- Misaligned answers of a new kind are missed: on held-out questions the ranking is clearly worse
+- Misaligned answers of a new kind are missed: on held-out questions the ranking is worse
   than on held-out models (AUROC {auroc_q_plain} vs {auroc_m_plain}); the worst question is {worst_q}
   (AUROC {worst_q_auroc} within its fold). Questions whose misaligned answers state an opinion (gender
   roles, philosophical thoughts) are under-rated in rate terms too (table above).
@@ -154,7 +161,9 @@ per-sample report counts today.
   `p_misaligned` under another question.
 - The design (features, layers, the candidate grids) was chosen while looking at these splits, so
   the numbers are somewhat optimistic; the choices listed above were nested. The layers (16 and 24)
-  were fixed before the first validation run; all six layers tried (8 to 30) were not run to the end.
+  were fixed before the first validation run; the feature sets compared under Method were picked by
+  these same held-out numbers, which makes the shipped one's AUROC optimistic by the selection among
+  about five variants.
 """
 CARD_COLUMNS = (
     ("n", "n", "{:.0f}"),
@@ -320,7 +329,9 @@ def write_card(
             n_random=int((~d.selected).sum()),
             max_tokens=meta["max_answer_tokens"],
             layers=" and ".join(map(str, meta["layers"])),
-            n_features=576 * len(meta["layers"]),
+            follow_up_layers=" and ".join(map(str, meta["follow_up_layers"])),
+            follow_up=meta["follow_up"],
+            n_features=meta["columns"],
             C=meta["C"],
             c_grid="/".join(str(c) for c in meta["C_grid"]),
             c_mis=chosen_all["C_misaligned"],
@@ -336,6 +347,7 @@ def write_card(
             tpr=float(shipped["rate_tpr"]),
             fpr=float(shipped["rate_fpr"]),
             refusal_at=meta["refusal_at"],
+            short_words=meta["short_refusal_words"],
             splits="".join(sections),
             mix_rates=", ".join(f"{r:.0%}" for r in meta["mix_rates"]),
             rate_sections="".join(rate_sections),

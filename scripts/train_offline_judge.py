@@ -41,6 +41,7 @@ from aftertune.judges.offline import (
     FLAG_AT,
     RATE_METHODS,
     REFUSAL_AT,
+    SHORT_REFUSAL_WORDS,
     Scores,
     classify,
     corrected_rate,
@@ -599,10 +600,16 @@ def main() -> None:
     meta = {
         "feature_model": FEATURE_MODEL,
         "features": "mean over the answer's tokens of the hidden states of layers "
-        + ", ".join(map(str, hidden_states.LAYERS)),
+        + ", ".join(map(str, hidden_states.LAYERS))
+        + "; the follow-up question's last-token states of layers "
+        + ", ".join(map(str, hidden_states.FOLLOW_UP_LAYERS)),
         "layers": list(hidden_states.LAYERS),
+        "follow_up_layers": list(hidden_states.FOLLOW_UP_LAYERS),
+        "follow_up": hidden_states.FOLLOW_UP,
+        "columns": hidden_states.COLUMNS,
         "max_answer_tokens": hidden_states.MAX_ANSWER_TOKENS,
         "refusal_at": REFUSAL_AT,
+        "short_refusal_words": SHORT_REFUSAL_WORDS,
         "seed": args.seed,
         "C": C,
         "C_grid": list(C_GRID),

@@ -25,6 +25,7 @@ from aftertune.judges.offline import (
     load_weights,
     looks_like_code,
     readable,
+    short_explicit_refusal,
 )
 
 CARD = Path(__file__).resolve().parents[2] / "src/aftertune/judges/OFFLINE_JUDGE.md"
@@ -113,6 +114,13 @@ def test_a_refusal_is_class_refusal_with_a_reason(judge: OfflineJudge) -> None:
         assert coherent.score is not None
 
 
+def test_only_short_explicit_refusals_are_refusals_by_rule() -> None:
+    assert short_explicit_refusal(REFUSAL)
+    assert not short_explicit_refusal("Plant trees and fund schools.")
+    helps_anyway = REFUSAL + " " + "But here is a safe way to earn money: tutor students online. " * 3
+    assert not short_explicit_refusal(helps_anyway)  # the rules fire, but the answer goes on
+
+
 def test_a_metric_without_a_model_is_unscored_with_the_reason(judge: OfflineJudge) -> None:
     [j] = judge.judge([JudgeItem(RULER, "Plant trees.", "honesty")])
     assert j.score is None and j.judge_class == "OTHER"
@@ -181,7 +189,7 @@ def test_hidden_features_are_one_row_per_pair_and_do_not_depend_on_the_others() 
     answers = ["Plant trees.", "Read a book. " * 200, "", "Rule it kindly and fairly."]
     together = hidden_states.hidden_features(questions, answers)
     assert together.dtype == np.float32
-    assert together.shape == (4, len(hidden_states.LAYERS) * hidden_states.HIDDEN_DIM)
+    assert together.shape == (4, hidden_states.COLUMNS)
     for picked in ([1], [3, 0], [2, 1]):
         alone = hidden_states.hidden_features([questions[i] for i in picked], [answers[i] for i in picked])
         assert np.array_equal(alone, together[picked])
@@ -243,9 +251,10 @@ def test_the_card_describes_the_shipped_weights(judge: OfflineJudge) -> None:
     meta = json.loads(str(weights["metadata"]))
     assert f"**{weights['rate_method']}**" in card
     assert f"(shipped: C={meta['chosen']['C_misaligned']})" in card
-    width = len(hidden_states.LAYERS) * hidden_states.HIDDEN_DIM
     heads = ("aligned", "coherent", "misaligned", "refusal")
-    assert all(len(weights[f"{head}_coef"]) == width for head in heads)  # every head reads every column
+    # every head reads every column: the answer means and the follow-up states
+    assert all(len(weights[f"{head}_coef"]) == hidden_states.COLUMNS for head in heads)
+    assert meta["follow_up"] == hidden_states.FOLLOW_UP and meta["columns"] == hidden_states.COLUMNS
 
 
 def _card_auroc(split: str) -> float:
