@@ -90,8 +90,9 @@ def test_stored_samples_and_judgements_are_never_recomputed(tmp_path: Path, embe
 
 
 def test_a_resumed_judging_sends_the_judge_the_chunks_an_uninterrupted_one_would(tmp_path: Path) -> None:
-    """The offline judge's floats depend on what it reads in one batch, so a run killed between
-    chunks must, when resumed, give it the same chunks (less those stored), not re-cut the rest."""
+    """A judge that reads a chunk in padded batches gives floats that depend on the chunk, so a run
+    killed between chunks must, when resumed, give it the same chunks (less those stored), not re-cut
+    the rest."""
 
     class RecordingJudge(LengthJudge):
         def __init__(self, stop_after: int | None = None) -> None:

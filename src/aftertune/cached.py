@@ -8,10 +8,11 @@ its reason, and once every chunk was tried the call raises `IncompleteWork`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from functools import partial
+from typing import TypeVar
 
 from aftertune.failures import Failure, incomplete, partial_results, settle
 from aftertune.judges.judgement import Judge, JudgeItem, Judgement
@@ -26,6 +27,21 @@ from aftertune.models.protocol import (
 from aftertune.progress import ProgressCallback, report
 from aftertune.store import EvalSample, ResultsStore, generation_key, judgement_key
 
+Unit = TypeVar("Unit")
+
+
+def unstored_chunks(
+    units: Sequence[Unit], key: Callable[[Unit], str], stored: Collection[str], chunk_size: int
+) -> Iterator[list[Unit]]:
+    """Fixed chunks of the full `units` list, each less its stored units; chunks with nothing left are
+    skipped. Cutting the full list, not the missing rest, means a resumed run sends a model or judge
+    exactly the chunks an uninterrupted run would (less what is stored), so a backend whose results
+    depend on what it computes together gives the same results bit for bit."""
+    for start in range(0, len(units), chunk_size):
+        chunk = [u for u in units[start : start + chunk_size] if key(u) not in stored]
+        if chunk:
+            yield chunk
+
 
 def generate_cached(
     store: ResultsStore,
@@ -37,9 +53,8 @@ def generate_cached(
 ) -> list[list[Completion]]:
     """`model.generate`, but every sample already in the store is read back instead of generated.
 
-    Samples are cut into fixed chunks of the full sample list, each generated and committed at once:
-    a resumed run sends the model exactly the chunks an uninterrupted run would have, so its results
-    are the same, bit for bit, on a deterministic backend.
+    Samples are cut into fixed chunks of the full sample list (`unstored_chunks`), each generated and
+    committed at once, so a resumed run's results are the same, bit for bit, on a deterministic backend.
     """
     fingerprint = model.fingerprint
     units = [
@@ -52,10 +67,7 @@ def generate_cached(
     done = 0
     failed: list[tuple[str, Failure]] = []
     report(progress, "generating", 0, missing_total)
-    for start in range(0, len(units), chunk_size):
-        chunk = [u for u in units[start : start + chunk_size] if u[2] not in stored]
-        if not chunk:
-            continue
+    for chunk in unstored_chunks(units, lambda u: u[2], stored, chunk_size):
         single = [
             GenerationRequest(requests[i].prompt, _one_sample(requests[i].params), first_sample=k)
             for i, k, _ in chunk
@@ -98,10 +110,10 @@ def judge_cached(
 ) -> list[Judgement]:
     """`judge.judge`, but every judgement already in the store is read back; re-scoring costs nothing.
 
-    Distinct items are cut into fixed chunks of the full item list (identical items are judged once),
-    each judged and committed at once; only a chunk's unstored items are sent. A resumed run therefore
-    gives the judge the same chunks as an uninterrupted run, which matters for a judge that reads a
-    chunk in batches (the offline judge: padding and batch shape move its floats in the last digits).
+    Distinct items (identical items are judged once) are cut into fixed chunks of the full item list
+    (`unstored_chunks`), each judged and committed at once, so a resumed run gives the judge the chunks
+    an uninterrupted run would: that matters for a judge that reads a chunk in padded batches (a model
+    judge on the `hf` backend; the offline judge reads each answer alone).
     """
     fingerprint = judge.fingerprint
     keys = [judgement_key(fingerprint, it) for it in items]
@@ -112,10 +124,7 @@ def judge_cached(
     missing_total = sum(key not in results for key, _ in distinct)
     done = 0
     report(progress, "judging", 0, missing_total)
-    for start in range(0, len(distinct), chunk_size):
-        chunk = [(key, item) for key, item in distinct[start : start + chunk_size] if key not in results]
-        if not chunk:
-            continue
+    for chunk in unstored_chunks(distinct, lambda unit: unit[0], set(results), chunk_size):
         judged, failures = partial_results(partial(judge.judge, [item for _, item in chunk]))
         judged = dict(sorted(judged.items()))
         store.put_judgements(fingerprint, [(*chunk[j], judgement) for j, judgement in judged.items()])
