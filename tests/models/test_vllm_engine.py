@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from aftertune.errors import ModelNotFoundError
 from aftertune.models.hf import HFModel
 from aftertune.models.prompts import encode_pair
 from aftertune.models.protocol import (
@@ -197,6 +198,9 @@ def test_adapters_are_lora_requests_and_name_the_fingerprint(served: Any, tmp_pa
     assert served.fingerprint == with_a
     served.set_adapter(None)
     assert served.fingerprint == base
+    (tmp_path / "not_an_adapter").mkdir()
+    with pytest.raises(ModelNotFoundError, match="adapter_config.json"):
+        served.load_adapter(tmp_path / "not_an_adapter")
 
 
 def test_a_missing_vllm_is_a_clear_error(embedded_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -156,11 +156,6 @@ class HFModel:
     def load_adapter(self, path: Path, name: str | None = None) -> str:
         """Attach a LoRA adapter folder (peft format) to the base model; returns its name."""
         path = Path(path)
-        if not (path / "adapter_config.json").is_file():
-            raise ModelNotFoundError(
-                f"Adapter folder {path} has no adapter_config.json. Give a folder saved by peft "
-                "(`model.save_pretrained`) or a trainer checkpoint folder that contains one."
-            )
         check_adapter_folder(path, self.policy)
         name = name or path.name
         if name in self._adapters:

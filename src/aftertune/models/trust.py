@@ -54,7 +54,13 @@ def remote_code_refused(where: Path | str) -> str:
 
 
 def check_adapter_folder(folder: Path, policy: LoadPolicy) -> None:
-    """Raise ModelNotFoundError, naming the opt-in, when a LoRA adapter folder holds only pickle weights."""
+    """Raise ModelNotFoundError when a folder is not a peft LoRA adapter, or (naming the opt-in) when it
+    holds only pickle weights."""
+    if not (folder / "adapter_config.json").is_file():
+        raise ModelNotFoundError(
+            f"Adapter folder {folder} has no adapter_config.json. Give a folder saved by peft "
+            "(`model.save_pretrained`) or a trainer checkpoint folder that contains one."
+        )
     _check_weights(folder, "adapter_model.safetensors", "adapter", policy)
 
 

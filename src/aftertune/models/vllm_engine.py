@@ -105,11 +105,6 @@ class VLLMModel:
     def load_adapter(self, path: Path, name: str | None = None) -> str:
         """Register a LoRA adapter folder (peft format); vLLM loads it on first use, no reload."""
         path = Path(path)
-        if not (path / "adapter_config.json").is_file():
-            raise ModelNotFoundError(
-                f"Adapter folder {path} has no adapter_config.json. Give a folder saved by peft "
-                "(`model.save_pretrained`) or a trainer checkpoint folder that contains one."
-            )
         check_adapter_folder(path, self.policy)
         name = name or path.name
         if name in self._adapters:
