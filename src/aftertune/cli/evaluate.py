@@ -39,11 +39,23 @@ def _failures_reported(store: Any, run_dir: Path) -> Iterator[None]:
     write_failures(stored_failures(store), run_dir)  # none left: a stale failures.json goes
 
 
+def _configured_model(config: EvalConfig) -> Any:
+    from aftertune.models.load import load_model
+
+    return load_model(
+        config.model,
+        adapter=config.adapter,
+        dtype=config.dtype,
+        batch_size=config.batch_size,
+        trust_remote_code=config.trust_remote_code,
+        allow_pickle=config.allow_pickle,
+    )
+
+
 def _run_suite_eval(config: EvalConfig) -> None:
     """`aftertune eval MODEL --suite NAME|FILE`: every eval of the suite, stored under the model's label."""
     from aftertune.evals.suite import judges_of, run_suite
     from aftertune.evals.suite_config import build_suite, load_suite
-    from aftertune.models.load import load_model
     from aftertune.report.terminal import suite_table
     from aftertune.store import ResultsStore
 
@@ -56,14 +68,7 @@ def _run_suite_eval(config: EvalConfig) -> None:
     store = ResultsStore(run_dir)
     write_config(config, run_dir)
     with status(f"loading model '{config.model}'"):
-        model = load_model(
-            config.model,
-            adapter=config.adapter,
-            dtype=config.dtype,
-            batch_size=config.batch_size,
-            trust_remote_code=config.trust_remote_code,
-            allow_pickle=config.allow_pickle,
-        )
+        model = _configured_model(config)
     if config.triggers or config.framing:
         with _failures_reported(store, run_dir), progress_bars() as progress:
             body = _run_differential(config, evals, model, store, progress)
@@ -163,7 +168,6 @@ def _run_eval(config: EvalConfig) -> None:
     )
     from aftertune.judges.judgement import MisalignmentThresholds
     from aftertune.judges.load import load_judge
-    from aftertune.models.load import load_model
     from aftertune.report.terminal import flagged_answers, freeform_table
     from aftertune.store import ResultsStore, export_samples
 
@@ -179,14 +183,7 @@ def _run_eval(config: EvalConfig) -> None:
     with status(
         f"loading model '{config.model}' (the embedded model is converted once on first use, ~1 min)"
     ):
-        model = load_model(
-            config.model,
-            adapter=config.adapter,
-            dtype=config.dtype,
-            batch_size=config.batch_size,
-            trust_remote_code=config.trust_remote_code,
-            allow_pickle=config.allow_pickle,
-        )
+        model = _configured_model(config)
     settings = FreeformSettings(
         samples=config.samples,
         temperature=config.temperature,
