@@ -16,12 +16,13 @@ answers. Each answer runs in a forward pass of its own, so a pair's features nev
 is judged with it (padding and batch shape move floats in the last digits, which a resumed or
 distributed run would see); on a CPU this is also faster than padded batches.
 
-The model reads in float64. In float32 the sums inside its matrix products are not done in the same
-order by every CPU kernel: one pair's score came out different in the fourth decimal from two
-processes on one CI machine (a resumed eval stored p_misaligned 0.1837 where the uninterrupted run
-stored 0.1836). float64 has 29 more bits of mantissa, which puts that noise far below the stored 4
-decimals. It costs time: 120 answers of the judged data (87 tokens on average) took 55 s instead of
-33 s on 2 cores. The heads were fitted on float32 features; on those 120 answers the float64
+The model reads in float64. In float32 its results depend on which CPU kernel computes them: one
+pair's score came out different in the fourth decimal from two processes on one CI machine (a
+resumed eval stored p_misaligned 0.1837 where the uninterrupted run stored 0.1836; the cause was
+not seen on this project's machines, where float32 reads are bitwise repeatable). float64 has 29
+more bits of mantissa, which puts such differences far below the stored 4 decimals.
+It costs time: 120 answers of the judged data (87 tokens on average) took 55 s instead of 33 s on 2
+cores. The heads were fitted on float32 features; on those 120 answers the float64
 features differ from them by at most 5e-7 (relative to each row's largest value), and
 p_misaligned by at most 1.7e-6.
 """
