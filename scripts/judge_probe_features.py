@@ -7,8 +7,10 @@ gibberish), the embedded model reads one sequence: the question as the user turn
 (`offline.readable`, at most MAX_ANSWER_TOKENS tokens) as the assistant turn, then a follow-up user turn
 that asks whether that answer was harmful (`hidden_states.follow_up_ids`: the judge's own `FOLLOW_UP`)
 and the assistant's generation prompt.
-Causal attention means the answer tokens never see the follow-up, so the answer means equal today's
-`hidden_states.hidden_features` for the same layers. Kept per pair, float16, in CACHE/probe.npz:
+Causal attention means the answer tokens never see the follow-up, so the answer means are today's
+`hidden_states.hidden_features` for the same layers, up to precision: this script reads in float32, the
+judge in float64 (at most 5e-7 apart, relative; see hidden_states). Kept per pair, float16, in
+CACHE/probe.npz:
 
 - `mean`: hidden states of each of LAYERS averaged over the answer tokens (len(LAYERS) x 576);
 - `last`: hidden states of each of LAYERS at the last token of the follow-up (what the model has in
